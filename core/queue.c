@@ -1,0 +1,214 @@
+/*
+ * queue.c - the queue role: sole writer of the spool (through the queue
+ * module), runs the scheduler.  Runs as _smtpq.
+ *
+ * Commits are grouped: every commit request read in one turn of the event
+ * loop is staged, then one flush makes the whole round durable, and only
+ * then does each session get its answer.  A client never hears 250 for a
+ * message that is not on disk, and concurrent sessions share the fsyncs of
+ * the spool directories.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "smtpd.h"
+
+struct commit {
+	TAILQ_ENTRY(commit)	 entry;
+	uint64_t		 reqid;
+	uint32_t		 msgid;
+	struct envelope		*evs;
+	size_t			 nevs;
+};
+TAILQ_HEAD(commitlist, commit);
+
+static struct commitlist commit_round = TAILQ_HEAD_INITIALIZER(commit_round);
+static struct event	*flush_ev;
+
+static void
+reply_status(uint32_t type, uint64_t reqid, uint32_t status)
+{
+	struct ipc_out *o = ipc_begin(env.peer[ROLE_SMTP], type);
+
+	ipc_put_u64(o, reqid);
+	ipc_put_u32(o, status);
+	ipc_end(o, -1);
+}
+
+static void
+queue_create(struct ipc_msg *m)
+{
+	struct ipc_out	*o;
+	uint64_t	 reqid = ipc_get_u64(m);
+	uint32_t	 msgid = 0;
+	int		 fd;
+
+	ipc_get_end(m);
+	if (queue_message_create(&msgid, &fd) == -1) {
+		log_warnx("queue: cannot create a message, answering 421");
+		fd = -1;
+	}
+	o = ipc_begin(env.peer[ROLE_SMTP], IMSG_QUEUE_CREATE_RESULT);
+	ipc_put_u64(o, reqid);
+	ipc_put_u32(o, fd == -1);
+	ipc_put_u32(o, msgid);
+	ipc_end(o, fd);
+}
+
+/* Undoes a staged or committed message whose round failed. */
+static void
+commit_drop(struct commit *c)
+{
+	size_t	 i;
+
+	for (i = 0; i < c->nevs; i++)
+		if (c->evs[i].id)
+			queue_envelope_delete(c->evs[i].id);
+	queue_message_delete(c->msgid);
+}
+
+static void
+commit_free(struct commit *c)
+{
+	free(c->evs);
+	free(c);
+}
+
+static void
+queue_commit(struct ipc_msg *m)
+{
+	struct commit	*c = xcalloc(1, sizeof(*c));
+	uint32_t	 i, n;
+
+	c->reqid = ipc_get_u64(m);
+	c->msgid = ipc_get_u32(m);
+	n = ipc_get_u32(m);
+	if (n == 0 || n > 100000)
+		fatalx("queue: commit with %u envelopes", n);
+	c->evs = xcalloc(n, sizeof(*c->evs));
+	for (i = 0; i < n; i++) {
+		const char *json = ipc_get_str(m);
+
+		if (json == NULL ||
+		    envelope_load_json(&c->evs[i], json, strlen(json)) == -1)
+			fatalx("queue: bad envelope from smtp");
+		c->evs[i].msgid = c->msgid;
+		c->evs[i].id = 0;
+	}
+	ipc_get_end(m);
+	c->nevs = n;
+	for (i = 0; i < n; i++)
+		if (queue_envelope_create(&c->evs[i]) == -1)
+			goto fail;
+	if (queue_message_commit(c->msgid) == -1)
+		goto fail;
+	TAILQ_INSERT_TAIL(&commit_round, c, entry);
+	/* Runs after the other frames already read in this turn. */
+	event_active(flush_ev, EV_TIMEOUT, 0);
+	return;
+fail:
+	log_warnx("queue: cannot commit message %08" PRIx32 ", answering 421",
+	    c->msgid);
+	commit_drop(c);
+	reply_status(IMSG_QUEUE_COMMIT_RESULT, c->reqid, 1);
+	commit_free(c);
+}
+
+static void
+queue_flush_round(evutil_socket_t fd, short ev, void *arg)
+{
+	struct commit	*c;
+	size_t		 i;
+	int		 ok;
+
+	if (TAILQ_EMPTY(&commit_round))
+		return;
+	ok = queue_flush() == 0;
+	if (!ok)
+		log_warnx("queue: flush failed, answering 421 to this commit_round");
+	while ((c = TAILQ_FIRST(&commit_round))) {
+		TAILQ_REMOVE(&commit_round, c, entry);
+		if (ok) {
+			reply_status(IMSG_QUEUE_COMMIT_RESULT, c->reqid, 0);
+			for (i = 0; i < c->nevs; i++)
+				scheduler_add(&c->evs[i]);
+		} else {
+			commit_drop(c);
+			reply_status(IMSG_QUEUE_COMMIT_RESULT, c->reqid, 1);
+		}
+		commit_free(c);
+	}
+}
+
+static void
+queue_rollback(struct ipc_msg *m)
+{
+	uint32_t msgid = ipc_get_u32(m);
+
+	ipc_get_end(m);
+	queue_message_delete(msgid);
+}
+
+static void
+queue_mda_result(struct ipc_msg *m)
+{
+	uint64_t	 evpid = ipc_get_u64(m);
+	uint32_t	 status = ipc_get_u32(m);
+	const char	*text = ipc_get_str(m);
+
+	ipc_get_end(m);
+	scheduler_result(evpid, status, text ? text : "");
+}
+
+void
+queue_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
+{
+	enum smtpd_role from = (enum smtpd_role)(intptr_t)arg;
+
+	if (m->type == IMSG_NONE)
+		fatalx("queue: lost the %s process", role_name(from));
+	switch (from) {
+	case ROLE_SMTP:
+		if (m->type == IMSG_QUEUE_CREATE)
+			queue_create(m);
+		else if (m->type == IMSG_QUEUE_COMMIT)
+			queue_commit(m);
+		else if (m->type == IMSG_QUEUE_ROLLBACK)
+			queue_rollback(m);
+		else
+			break;
+		return;
+	case ROLE_PARENT:
+		if (m->type != IMSG_MDA_RESULT)
+			break;
+		queue_mda_result(m);
+		return;
+	default:
+		break;
+	}
+	fatalx("queue: unexpected %s from %s", ipc_type_name(m->type),
+	    role_name(from));
+}
+
+static void
+load_one(struct envelope *ev)
+{
+	scheduler_add(ev);
+}
+
+void
+queue_main(void)
+{
+	if ((flush_ev = event_new(env.evbase, -1, 0, queue_flush_round,
+	    NULL)) == NULL)
+		fatalx("queue: event_new");
+	if (queue_backend_init("fs") == -1)
+		fatalx("queue: cannot start the queue backend");
+	scheduler_init();
+	if (queue_load(load_one) == -1)
+		fatalx("queue: cannot load the spool");
+}

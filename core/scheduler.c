@@ -1,0 +1,265 @@
+/*
+ * scheduler.c - decides when each envelope is delivered (queue role).
+ *
+ * New envelopes are tried at once; a temporary failure is retried with a
+ * growing delay until the envelope's ttl runs out.  At most
+ * SCHED_MAX_INFLIGHT deliveries run at a time so a burst cannot fork the
+ * machine to death.  A message is removed from the spool when its last
+ * envelope is done.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "smtpd.h"
+
+#define SCHED_MAX_INFLIGHT	32
+#define SCHED_HASH		4096
+#define RETRY_MIN		30		/* seconds before the 1st retry */
+#define RETRY_MAX		3600
+
+struct sched_ev {
+	TAILQ_ENTRY(sched_ev)	 entry;		/* ready or waiting list */
+	struct sched_ev		*hnext;		/* in-flight hash chain */
+	struct envelope		 ev;
+};
+TAILQ_HEAD(sched_list, sched_ev);
+
+struct msgref {
+	struct msgref	*next;
+	uint32_t	 msgid;
+	uint32_t	 count;			/* live envelopes */
+};
+
+static struct sched_list ready = TAILQ_HEAD_INITIALIZER(ready);
+static struct sched_list waiting = TAILQ_HEAD_INITIALIZER(waiting);
+static struct sched_ev	*inflight[SCHED_HASH];
+static struct msgref	*msgrefs[SCHED_HASH];
+static size_t		 ninflight;
+static struct event	*timer;
+static struct event	*kick;
+
+static void	schedule(void);
+
+static struct msgref *
+msgref_get(uint32_t msgid, int create)
+{
+	struct msgref	*r;
+
+	for (r = msgrefs[msgid % SCHED_HASH]; r; r = r->next)
+		if (r->msgid == msgid)
+			return r;
+	if (!create)
+		return NULL;
+	r = xcalloc(1, sizeof(*r));
+	r->msgid = msgid;
+	r->next = msgrefs[msgid % SCHED_HASH];
+	msgrefs[msgid % SCHED_HASH] = r;
+	return r;
+}
+
+/* Drops one envelope's hold on its message; deletes it with the last. */
+static void
+msgref_release(uint32_t msgid)
+{
+	struct msgref	**p, *r;
+
+	for (p = &msgrefs[msgid % SCHED_HASH]; (r = *p); p = &r->next)
+		if (r->msgid == msgid)
+			break;
+	if (r == NULL)
+		fatalx("scheduler: unknown message %08" PRIx32, msgid);
+	if (--r->count)
+		return;
+	*p = r->next;
+	free(r);
+	if (queue_message_delete(msgid) == -1)
+		log_warnx("queue: cannot remove message %08" PRIx32, msgid);
+}
+
+static void
+kick_soon(void)
+{
+	event_active(kick, EV_TIMEOUT, 0);
+}
+
+void
+scheduler_add(struct envelope *ev)
+{
+	struct sched_ev	*s = xcalloc(1, sizeof(*s));
+
+	s->ev = *ev;
+	msgref_get(ev->msgid, 1)->count++;
+	if (s->ev.nexttry <= time(NULL))
+		TAILQ_INSERT_TAIL(&ready, s, entry);
+	else {
+		struct sched_ev *w;
+
+		TAILQ_FOREACH(w, &waiting, entry)
+			if (w->ev.nexttry > s->ev.nexttry)
+				break;
+		if (w)
+			TAILQ_INSERT_BEFORE(w, s, entry);
+		else
+			TAILQ_INSERT_TAIL(&waiting, s, entry);
+	}
+	kick_soon();
+}
+
+static void
+dispatch(struct sched_ev *s)
+{
+	struct ipc_out	*o;
+	char		*json;
+	int		 fd;
+
+	if ((fd = queue_message_fd_r(s->ev.msgid)) == -1) {
+		/* Retried: a transient spool error must not lose mail. */
+		s->ev.retry++;
+		s->ev.nexttry = time(NULL) + RETRY_MIN;
+		msd_strlcpy(s->ev.errorline, "cannot open the queued message",
+		    sizeof(s->ev.errorline));
+		log_warnx("queue: %016" PRIx64 ": cannot open message %08"
+		    PRIx32 ", retrying", s->ev.id, s->ev.msgid);
+		msgref_get(s->ev.msgid, 1)->count--;
+		scheduler_add(&s->ev);
+		free(s);
+		return;
+	}
+	s->ev.lasttry = time(NULL);
+	json = envelope_dump(&s->ev);
+	o = ipc_begin(env.peer[ROLE_PARENT], IMSG_MDA_DELIVER);
+	ipc_put_u64(o, s->ev.id);
+	ipc_put_str(o, json);
+	ipc_end(o, fd);
+	free(json);
+	s->hnext = inflight[s->ev.id % SCHED_HASH];
+	inflight[s->ev.id % SCHED_HASH] = s;
+	ninflight++;
+}
+
+static void
+schedule(void)
+{
+	struct sched_ev	*s;
+	time_t		 now = time(NULL);
+
+	while ((s = TAILQ_FIRST(&waiting)) && s->ev.nexttry <= now) {
+		TAILQ_REMOVE(&waiting, s, entry);
+		TAILQ_INSERT_TAIL(&ready, s, entry);
+	}
+	while (ninflight < SCHED_MAX_INFLIGHT && (s = TAILQ_FIRST(&ready))) {
+		TAILQ_REMOVE(&ready, s, entry);
+		dispatch(s);
+	}
+	if ((s = TAILQ_FIRST(&waiting))) {
+		struct timeval tv = { s->ev.nexttry - now, 0 };
+
+		evtimer_add(timer, &tv);
+	}
+}
+
+static void
+on_timer(evutil_socket_t fd, short ev, void *arg)
+{
+	schedule();
+}
+
+static struct sched_ev *
+inflight_take(uint64_t evpid)
+{
+	struct sched_ev	**p, *s;
+
+	for (p = &inflight[evpid % SCHED_HASH]; (s = *p); p = &s->hnext)
+		if (s->ev.id == evpid) {
+			*p = s->hnext;
+			ninflight--;
+			return s;
+		}
+	fatalx("scheduler: result for unknown envelope %016" PRIx64, evpid);
+}
+
+static uint32_t
+retry_delay(uint32_t retry)
+{
+	uint32_t d = RETRY_MIN;
+
+	while (--retry && d < RETRY_MAX)
+		d *= 2;
+	return d < RETRY_MAX ? d : RETRY_MAX;
+}
+
+static void
+envelope_done(struct sched_ev *s)
+{
+	if (queue_envelope_delete(s->ev.id) == -1)
+		log_warnx("queue: cannot remove envelope %016" PRIx64,
+		    s->ev.id);
+	msgref_release(s->ev.msgid);
+	free(s);
+}
+
+static void
+envelope_retry(struct sched_ev *s, const char *text)
+{
+	time_t	 now = time(NULL);
+
+	msd_strlcpy(s->ev.errorline, text, sizeof(s->ev.errorline));
+	if (now >= s->ev.creation + (time_t)s->ev.expire) {
+		/* Bounces are generated by the bounce subsystem (to come). */
+		log_warnx("%016" PRIx64 " queue expired evpid=%016" PRIx64
+		    " from=<%s> to=<%s> error=\"%s\"", s->ev.id, s->ev.id,
+		    s->ev.sender, s->ev.dest, text);
+		envelope_done(s);
+		return;
+	}
+	s->ev.retry++;
+	s->ev.nexttry = now + retry_delay(s->ev.retry);
+	if (queue_envelope_update(&s->ev) == -1)
+		log_warnx("queue: cannot update envelope %016" PRIx64,
+		    s->ev.id);
+	msgref_get(s->ev.msgid, 1)->count--;
+	scheduler_add(&s->ev);
+	free(s);
+}
+
+void
+scheduler_result(uint64_t evpid, int status, const char *text)
+{
+	struct sched_ev	*s = inflight_take(evpid);
+
+	switch (status) {
+	case DELIVERY_OK:
+		envelope_done(s);
+		break;
+	case DELIVERY_PERMFAIL:
+		/* The bounce subsystem (to come) will report it to the sender. */
+		log_warnx("%016" PRIx64 " queue permanent failure evpid=%016"
+		    PRIx64 " from=<%s> to=<%s> error=\"%s\": removed",
+		    s->ev.id, s->ev.id, s->ev.sender, s->ev.dest, text);
+		envelope_done(s);
+		break;
+	default:
+		envelope_retry(s, text);
+		break;
+	}
+	kick_soon();
+}
+
+static void
+on_kick(evutil_socket_t fd, short ev, void *arg)
+{
+	schedule();
+}
+
+void
+scheduler_init(void)
+{
+	timer = evtimer_new(env.evbase, on_timer, NULL);
+	kick = event_new(env.evbase, -1, 0, on_kick, NULL);
+	if (timer == NULL || kick == NULL)
+		fatalx("scheduler: event_new");
+}

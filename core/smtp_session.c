@@ -1,0 +1,852 @@
+/*
+ * smtp_session.c - one inbound ESMTP session (smtp role, unprivileged,
+ * chrooted).
+ *
+ * Commands are read one line at a time and handled in order; a command that
+ * needs another role (RCPT -> lookup, DATA -> queue) suspends input until
+ * the answer comes back, so pipelined commands are answered in order.  The
+ * message is written into a descriptor the queue handed over; the client
+ * gets 250 only after the queue says the message and its envelopes are on
+ * disk.  Replies follow OpenSMTPD's wording, except that PIPELINING is
+ * offered.
+ */
+#include <sys/socket.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "smtpd.h"
+
+enum smtp_state {
+	S_CONNECTED,		/* before HELO/EHLO */
+	S_HELO,			/* identified, no transaction */
+	S_MAIL,			/* MAIL FROM accepted */
+	S_RCPT,			/* at least one recipient */
+	S_DATA,			/* reading the message */
+	S_QUIT,			/* closing after the output drains */
+};
+
+/* What the session waits for while input is suspended. */
+enum smtp_wait {
+	W_NONE,
+	W_LOOKUP,		/* RCPT verdict */
+	W_CREATE,		/* message descriptor for DATA */
+	W_COMMIT,		/* end of DATA made durable */
+};
+
+#define DATA_TOO_BIG	0x01
+#define DATA_LOOP	0x02
+#define DATA_IOERR	0x04
+
+struct smtp_rcpt {
+	char	 addr[SMTPD_MAXADDR];
+	char	 action[128];
+};
+
+struct smtp_session {
+	uint64_t		 id;
+	struct smtp_session	*hnext;		/* id hash chain */
+	struct bufferevent	*bev;
+	const struct listener	*listener;
+	struct sockaddr_storage	 ss;
+	char			 src[INET6_ADDRSTRLEN];
+	char			 helo[256];
+	int			 esmtp;
+	enum smtp_state		 state;
+	enum smtp_wait		 wait;
+	int			 closing;	/* freed when the wait ends */
+	struct event		*timeout;
+	size_t			 nmails;
+	/* current transaction */
+	char			 sender[SMTPD_MAXADDR];
+	struct smtp_rcpt	*rcpts;
+	size_t			 nrcpt;
+	char			 pending_rcpt[SMTPD_MAXADDR];
+	uint32_t		 msgid;
+	FILE			*ofile;
+	size_t			 datalen;
+	int			 dataflags;
+	int			 in_headers;
+	int			 nreceived;
+};
+
+#define SESSION_HASH	4096
+static struct smtp_session *sessions[SESSION_HASH];
+static uint64_t		 next_session_id;
+static size_t		 nsessions;
+
+static void	smtp_process_input(struct smtp_session *);
+static void	smtp_free(struct smtp_session *, const char *reason);
+
+/* ------------------------------------------------------------ helpers */
+
+static struct smtp_session *
+session_find(uint64_t id)
+{
+	struct smtp_session *s;
+
+	for (s = sessions[id % SESSION_HASH]; s; s = s->hnext)
+		if (s->id == id)
+			return s;
+	return NULL;
+}
+
+static void
+session_unlink(struct smtp_session *s)
+{
+	struct smtp_session **p;
+
+	for (p = &sessions[s->id % SESSION_HASH]; *p; p = &(*p)->hnext)
+		if (*p == s) {
+			*p = s->hnext;
+			return;
+		}
+}
+
+static const char *
+smtp_name(struct smtp_session *s)
+{
+	if (s->listener->hostname)
+		return s->listener->hostname;
+	return env.conf->hostname;
+}
+
+static void
+smtp_reply(struct smtp_session *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void
+smtp_reply(struct smtp_session *s, const char *fmt, ...)
+{
+	char	 buf[1024];
+	va_list	 ap;
+	int	 n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf) - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		fatalx("smtp_reply: format");
+	if ((size_t)n > sizeof(buf) - 3)
+		n = sizeof(buf) - 3;
+	log_debug("%016" PRIx64 " smtp >>> %.*s", s->id, n, buf);
+	buf[n++] = '\r';
+	buf[n++] = '\n';
+	bufferevent_write(s->bev, buf, n);
+}
+
+static void
+smtp_touch(struct smtp_session *s)
+{
+	struct timeval tv = { SMTPD_SESSION_TIMEOUT, 0 };
+
+	evtimer_add(s->timeout, &tv);
+}
+
+static void
+smtp_tx_reset(struct smtp_session *s)
+{
+	if (s->ofile) {
+		fclose(s->ofile);
+		s->ofile = NULL;
+	}
+	if (s->msgid) {
+		struct ipc_out *o = ipc_begin(env.peer[ROLE_QUEUE],
+		    IMSG_QUEUE_ROLLBACK);
+		ipc_put_u32(o, s->msgid);
+		ipc_end(o, -1);
+		s->msgid = 0;
+	}
+	free(s->rcpts);
+	s->rcpts = NULL;
+	s->nrcpt = 0;
+	s->sender[0] = '\0';
+	s->datalen = 0;
+	s->dataflags = 0;
+	s->nreceived = 0;
+	if (s->state > S_HELO && s->state != S_QUIT)
+		s->state = S_HELO;
+}
+
+/* Closes once the replies already queued have been written. */
+static void
+smtp_quit(struct smtp_session *s)
+{
+	s->state = S_QUIT;
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+		smtp_free(s, "quit");
+	else
+		bufferevent_disable(s->bev, EV_READ);
+}
+
+/* ------------------------------------------------------- address parsing */
+
+/*
+ * Parses "<local@domain> [params]" from MAIL FROM:/RCPT TO: arguments.
+ * A leading source route is dropped and a bare local part gets our name,
+ * as OpenSMTPD does.  Returns -1 on syntax error; *params points past '>'.
+ */
+static int
+parse_path(struct smtp_session *s, char *arg, char *out, size_t outlen,
+    int allow_empty, char **params)
+{
+	char	*p, *end, *at;
+
+	while (*arg == ' ')
+		arg++;
+	if (*arg != '<')
+		return -1;
+	if ((end = strchr(arg, '>')) == NULL)
+		return -1;
+	*end = '\0';
+	*params = end + 1;
+	p = arg + 1;
+	if (*p == '@') {			/* @a,@b:user@dom */
+		if ((p = strchr(p, ':')) == NULL)
+			return -1;
+		p++;
+	}
+	if (*p == '\0') {
+		if (!allow_empty)
+			return -1;
+		out[0] = '\0';
+		return 0;
+	}
+	for (at = p; *at; at++)
+		if ((unsigned char)*at <= ' ' || *at == '<' || *at == '>' ||
+		    *at == '\\' || *at == '"' || *at == ',' || *at == ';')
+			return -1;
+	if ((at = strrchr(p, '@')) == NULL) {
+		if ((size_t)snprintf(out, outlen, "%s@%s", p, smtp_name(s)) >=
+		    outlen)
+			return -1;
+	} else {
+		if (at == p || at[1] == '\0')
+			return -1;
+		if (msd_strlcpy(out, p, outlen) >= outlen)
+			return -1;
+	}
+	/* Domains are case-insensitive; keep the local part as given. */
+	lowercase(strrchr(out, '@') + 1);
+	return 0;
+}
+
+static char *
+next_param(char **p)
+{
+	char	*tok;
+
+	while (**p == ' ')
+		(*p)++;
+	if (**p == '\0')
+		return NULL;
+	tok = *p;
+	while (**p && **p != ' ')
+		(*p)++;
+	if (**p)
+		*(*p)++ = '\0';
+	return tok;
+}
+
+/* ------------------------------------------------------------ commands */
+
+static void
+cmd_helo(struct smtp_session *s, char *arg, int esmtp)
+{
+	if (s->state != S_CONNECTED) {
+		smtp_reply(s, "503 5.5.1 Invalid command: Already identified");
+		return;
+	}
+	while (*arg == ' ')
+		arg++;
+	if (*arg == '\0' || strchr(arg, ' ') ||
+	    msd_strlcpy(s->helo, arg, sizeof(s->helo)) >= sizeof(s->helo)) {
+		smtp_reply(s, "501 5.5.4 Syntax: %s hostname",
+		    esmtp ? "EHLO" : "HELO");
+		s->helo[0] = '\0';
+		return;
+	}
+	s->esmtp = esmtp;
+	s->state = S_HELO;
+	if (!esmtp) {
+		smtp_reply(s, "250 %s Hello %s [%s], pleased to meet you",
+		    smtp_name(s), s->helo, s->src);
+		return;
+	}
+	smtp_reply(s, "250-%s Hello %s [%s], pleased to meet you",
+	    smtp_name(s), s->helo, s->src);
+	smtp_reply(s, "250-8BITMIME");
+	smtp_reply(s, "250-ENHANCEDSTATUSCODES");
+	smtp_reply(s, "250-SIZE %zu", env.conf->max_message_size);
+	smtp_reply(s, "250-PIPELINING");
+	smtp_reply(s, "250 HELP");
+}
+
+static int
+mail_params(struct smtp_session *s, char *params)
+{
+	char	*p;
+
+	while ((p = next_param(&params))) {
+		if (strncasecmp(p, "AUTH=", 5) == 0)
+			continue;
+		if (strncasecmp(p, "SIZE=", 5) == 0) {
+			char	*end;
+			unsigned long long sz = strtoull(p + 5, &end, 10);
+
+			if (*end == '\0' && sz > env.conf->max_message_size) {
+				smtp_reply(s, "552 5.3.4 Message too big for"
+				    " system: Transaction failed, message too big");
+				return -1;
+			}
+			continue;
+		}
+		if (strcasecmp(p, "BODY=7BIT") == 0 ||
+		    strcasecmp(p, "BODY=8BITMIME") == 0)
+			continue;
+		smtp_reply(s, "503 5.5.4 Invalid command arguments: "
+		    "Unsupported option %.100s", p);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+cmd_mail(struct smtp_session *s, char *arg)
+{
+	char	*params;
+
+	if (s->state != S_HELO) {
+		smtp_reply(s, "503 5.5.1 Invalid command: Command not allowed"
+		    " at this point.");
+		return;
+	}
+	if (s->nmails >= env.conf->max_mails) {
+		smtp_reply(s, "452 4.5.3 Too many recipients: Too many"
+		    " messages sent");
+		return;
+	}
+	if (strncasecmp(arg, "FROM:", 5) != 0 ||
+	    parse_path(s, arg + 5, s->sender, sizeof(s->sender), 1,
+	    &params) == -1) {
+		s->sender[0] = '\0';
+		smtp_reply(s, "553 5.1.0 Sender address syntax error");
+		return;
+	}
+	if (mail_params(s, params) == -1) {
+		s->sender[0] = '\0';
+		return;
+	}
+	s->state = S_MAIL;
+	smtp_reply(s, "250 2.0.0 Ok");
+}
+
+static void
+cmd_rcpt(struct smtp_session *s, char *arg)
+{
+	struct ipc_out	*o;
+	char		*params, *p;
+
+	if (s->state != S_MAIL && s->state != S_RCPT) {
+		smtp_reply(s, "503 5.5.1 Invalid command: Command not allowed"
+		    " at this point.");
+		return;
+	}
+	if (s->nrcpt >= env.conf->max_rcpt) {
+		smtp_reply(s, "451 4.5.3 Too many recipients: Too many"
+		    " recipients");
+		return;
+	}
+	if (strncasecmp(arg, "TO:", 3) != 0 ||
+	    parse_path(s, arg + 3, s->pending_rcpt, sizeof(s->pending_rcpt),
+	    0, &params) == -1) {
+		smtp_reply(s, "501 5.1.3 Recipient address syntax error");
+		return;
+	}
+	if ((p = next_param(&params))) {
+		smtp_reply(s, "503 5.5.4 Invalid command arguments: "
+		    "Unsupported option %.100s", p);
+		return;
+	}
+	o = ipc_begin(env.peer[ROLE_LOOKUP], IMSG_LKA_RCPT);
+	ipc_put_u64(o, s->id);
+	ipc_put_u32(o, 0);				/* not local socket */
+	ipc_put_data(o, &s->ss, sizeof(s->ss));
+	ipc_put_str(o, s->listener->tag);
+	ipc_put_str(o, s->sender);
+	ipc_put_str(o, s->pending_rcpt);
+	ipc_end(o, -1);
+	s->wait = W_LOOKUP;
+}
+
+static void
+rcpt_result(struct smtp_session *s, struct ipc_msg *m)
+{
+	uint32_t	 status = ipc_get_u32(m);
+	const char	*action = ipc_get_str(m);
+	struct smtp_rcpt *r;
+
+	ipc_get_end(m);
+	if (status == LKA_TEMPFAIL) {
+		smtp_reply(s, "451 4.0.0 Temporary failure: <%s>",
+		    s->pending_rcpt);
+		return;
+	}
+	if (status != LKA_OK || action == NULL) {
+		log_info("%016" PRIx64 " smtp failed-command command=\"RCPT"
+		    " TO:<%s>\" result=\"550 Invalid recipient\"", s->id,
+		    s->pending_rcpt);
+		smtp_reply(s, "550 Invalid recipient: <%s>", s->pending_rcpt);
+		return;
+	}
+	s->rcpts = xreallocarray(s->rcpts, s->nrcpt + 1, sizeof(*s->rcpts));
+	r = &s->rcpts[s->nrcpt++];
+	msd_strlcpy(r->addr, s->pending_rcpt, sizeof(r->addr));
+	msd_strlcpy(r->action, action, sizeof(r->action));
+	s->state = S_RCPT;
+	smtp_reply(s, "250 2.1.5 Destination address valid: Recipient ok");
+}
+
+static void
+cmd_data(struct smtp_session *s, char *arg)
+{
+	struct ipc_out	*o;
+
+	if (*arg) {
+		smtp_reply(s, "500 5.5.4 Invalid command arguments: command"
+		    " does not accept arguments.");
+		return;
+	}
+	if (s->state != S_RCPT) {
+		if (s->state == S_MAIL)
+			smtp_reply(s, "503 5.5.4 Invalid command arguments:"
+			    " No recipient specified");
+		else
+			smtp_reply(s, "503 5.5.1 Invalid command: Command not"
+			    " allowed at this point.");
+		return;
+	}
+	o = ipc_begin(env.peer[ROLE_QUEUE], IMSG_QUEUE_CREATE);
+	ipc_put_u64(o, s->id);
+	ipc_end(o, -1);
+	s->wait = W_CREATE;
+}
+
+static void
+write_received(struct smtp_session *s)
+{
+	char		 date[64];
+	time_t		 now = time(NULL);
+	struct tm	 tm;
+
+	localtime_r(&now, &tm);
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+	fprintf(s->ofile, "Received: from %s (<unknown> [%s])\n"
+	    "\tby %s (OpenSMTPD) with %sSMTP id %08" PRIx32,
+	    s->helo, s->src, smtp_name(s), s->esmtp ? "E" : "", s->msgid);
+	if (s->nrcpt == 1)
+		fprintf(s->ofile, "\n\tfor <%s>", s->rcpts[0].addr);
+	fprintf(s->ofile, ";\n\t%s\n", date);
+}
+
+static void
+create_result(struct smtp_session *s, struct ipc_msg *m)
+{
+	uint32_t	 status = ipc_get_u32(m);
+	uint32_t	 msgid = ipc_get_u32(m);
+
+	ipc_get_end(m);
+	if (status != 0 || m->fd == -1) {
+		if (m->fd != -1)
+			close(m->fd);
+		smtp_reply(s, "421 4.0.0 Temporary Error");
+		smtp_tx_reset(s);
+		smtp_quit(s);
+		return;
+	}
+	s->msgid = msgid;
+	if ((s->ofile = fdopen(m->fd, "w")) == NULL) {
+		close(m->fd);
+		smtp_reply(s, "421 4.0.0 Temporary Error");
+		smtp_tx_reset(s);
+		smtp_quit(s);
+		return;
+	}
+	m->fd = -1;
+	write_received(s);
+	s->state = S_DATA;
+	s->datalen = 0;
+	s->dataflags = 0;
+	s->in_headers = 1;
+	s->nreceived = 0;
+	smtp_reply(s, "354 Enter mail, end with \".\" on a line by itself");
+}
+
+static void
+data_line(struct smtp_session *s, char *line, size_t len)
+{
+	if (line[0] == '.') {
+		line++;
+		len--;
+	}
+	s->datalen += len + 1;
+	if (s->datalen > env.conf->max_message_size)
+		s->dataflags |= DATA_TOO_BIG;
+	if (s->in_headers) {
+		if (len == 0)
+			s->in_headers = 0;
+		else if (strncasecmp(line, "Received:", 9) == 0 &&
+		    ++s->nreceived >= MAX_RECEIVED)
+			s->dataflags |= DATA_LOOP;
+	}
+	if (s->dataflags)
+		return;
+	if (fwrite(line, 1, len, s->ofile) != len ||
+	    putc('\n', s->ofile) == EOF)
+		s->dataflags |= DATA_IOERR;
+}
+
+static void
+data_end(struct smtp_session *s)
+{
+	struct ipc_out	*o;
+	struct envelope	 ev;
+	size_t		 i;
+	int		 err;
+
+	err = fflush(s->ofile) == EOF || ferror(s->ofile);
+	if (fclose(s->ofile) == EOF)
+		err = 1;
+	s->ofile = NULL;
+	if (err)
+		s->dataflags |= DATA_IOERR;
+	if (s->dataflags) {
+		if (s->dataflags & DATA_IOERR)
+			smtp_reply(s, "421 4.0.0 Temporary failure");
+		else if (s->dataflags & DATA_LOOP)
+			smtp_reply(s, "500 5.4.6 Routing loop detected: Loop"
+			    " detected");
+		else
+			smtp_reply(s, "554 5.3.4 Message too big for system:"
+			    " Transaction failed, message too big");
+		log_info("%016" PRIx64 " smtp message msgid=%08" PRIx32
+		    " refused flags=%d", s->id, s->msgid, s->dataflags);
+		i = s->dataflags & DATA_IOERR;
+		smtp_tx_reset(s);
+		if (i)
+			smtp_quit(s);
+		return;
+	}
+	o = ipc_begin(env.peer[ROLE_QUEUE], IMSG_QUEUE_COMMIT);
+	ipc_put_u64(o, s->id);
+	ipc_put_u32(o, s->msgid);
+	ipc_put_u32(o, s->nrcpt);
+	for (i = 0; i < s->nrcpt; i++) {
+		char *json;
+
+		memset(&ev, 0, sizeof(ev));
+		ev.msgid = s->msgid;
+		msd_strlcpy(ev.sender, s->sender, sizeof(ev.sender));
+		msd_strlcpy(ev.rcpt, s->rcpts[i].addr, sizeof(ev.rcpt));
+		msd_strlcpy(ev.dest, s->rcpts[i].addr, sizeof(ev.dest));
+		msd_strlcpy(ev.helo, s->helo, sizeof(ev.helo));
+		msd_strlcpy(ev.hostname, smtp_name(s), sizeof(ev.hostname));
+		msd_strlcpy(ev.src, s->src, sizeof(ev.src));
+		if (s->listener->tag)
+			msd_strlcpy(ev.tag, s->listener->tag, sizeof(ev.tag));
+		msd_strlcpy(ev.action, s->rcpts[i].action, sizeof(ev.action));
+		ev.creation = time(NULL);
+		ev.expire = DEFAULT_EXPIRE;
+		json = envelope_dump(&ev);
+		ipc_put_str(o, json);
+		free(json);
+	}
+	ipc_end(o, -1);
+	s->wait = W_COMMIT;
+}
+
+static void
+commit_result(struct smtp_session *s, struct ipc_msg *m)
+{
+	uint32_t	 status = ipc_get_u32(m);
+
+	ipc_get_end(m);
+	if (status != 0) {
+		smtp_reply(s, "421 4.0.0 Temporary failure");
+		smtp_tx_reset(s);	/* the queue already dropped it */
+		smtp_quit(s);
+		return;
+	}
+	log_info("%016" PRIx64 " smtp message msgid=%08" PRIx32 " size=%zu"
+	    " nrcpt=%zu proto=%s", s->id, s->msgid, s->datalen, s->nrcpt,
+	    s->esmtp ? "ESMTP" : "SMTP");
+	smtp_reply(s, "250 2.0.0 %08" PRIx32 " Message accepted for delivery",
+	    s->msgid);
+	s->msgid = 0;		/* committed: no rollback */
+	s->nmails++;
+	smtp_tx_reset(s);
+}
+
+static void
+cmd_help(struct smtp_session *s)
+{
+	smtp_reply(s, "214-2.0.0 This is " SMTPD_NAME);
+	smtp_reply(s, "214-2.0.0 To report bugs in the implementation, "
+	    "please contact the postmaster");
+	smtp_reply(s, "214-2.0.0 For local information send email to "
+	    "Postmaster at your site.");
+	smtp_reply(s, "214 2.0.0 End of HELP info");
+}
+
+static int
+no_args(struct smtp_session *s, const char *arg)
+{
+	if (*arg == '\0')
+		return 1;
+	smtp_reply(s, "500 5.5.4 Invalid command arguments: command does not"
+	    " accept arguments.");
+	return 0;
+}
+
+static void
+smtp_command(struct smtp_session *s, char *line)
+{
+	char	*arg;
+
+	log_debug("%016" PRIx64 " smtp <<< %s", s->id, line);
+	for (arg = line; *arg && *arg != ' '; arg++)
+		;
+	if (*arg)
+		*arg++ = '\0';
+
+	if (!strcasecmp(line, "HELO") || !strcasecmp(line, "EHLO"))
+		cmd_helo(s, arg, line[0] == 'E' || line[0] == 'e');
+	else if (!strcasecmp(line, "MAIL"))
+		cmd_mail(s, arg);
+	else if (!strcasecmp(line, "RCPT"))
+		cmd_rcpt(s, arg);
+	else if (!strcasecmp(line, "DATA"))
+		cmd_data(s, arg);
+	else if (!strcasecmp(line, "RSET")) {
+		if (no_args(s, arg)) {
+			smtp_tx_reset(s);
+			smtp_reply(s, "250 2.0.0 Reset state");
+		}
+	} else if (!strcasecmp(line, "NOOP"))
+		smtp_reply(s, "250 2.0.0 Ok");
+	else if (!strcasecmp(line, "HELP"))
+		cmd_help(s);
+	else if (!strcasecmp(line, "QUIT")) {
+		if (no_args(s, arg)) {
+			smtp_reply(s, "221 2.0.0 Bye");
+			smtp_quit(s);
+		}
+	} else
+		smtp_reply(s, "500 5.5.1 Invalid command: Command unrecognized");
+}
+
+/* ---------------------------------------------------------------- I/O */
+
+/* OpenSMTPD disconnects on an overlong line: resynchronising is guesswork. */
+static void
+line_too_long(struct smtp_session *s)
+{
+	smtp_reply(s, s->state == S_DATA ? "500 5.0.0 Line too long" :
+	    "500 5.0.0 Command line too long");
+	smtp_tx_reset(s);
+	smtp_quit(s);
+}
+
+static void
+smtp_process_input(struct smtp_session *s)
+{
+	struct evbuffer	*in = bufferevent_get_input(s->bev);
+	char		*line;
+	size_t		 len, max;
+
+	while (s->wait == W_NONE && s->state != S_QUIT) {
+		max = s->state == S_DATA ? SMTPD_MAXLINESIZE : SMTPD_MAXCMDSIZE;
+		line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF);
+		if (line == NULL) {
+			if (evbuffer_get_length(in) >= max)
+				line_too_long(s);
+			return;
+		}
+		if (len >= max) {
+			free(line);
+			line_too_long(s);
+			return;
+		}
+		if (s->state == S_DATA) {
+			if (len == 1 && line[0] == '.')
+				data_end(s);
+			else
+				data_line(s, line, len);
+		} else if (memchr(line, '\0', len))
+			smtp_reply(s, "500 5.5.1 Invalid command: Command"
+			    " unrecognized");
+		else
+			smtp_command(s, line);
+		free(line);
+	}
+}
+
+static void
+smtp_on_read(struct bufferevent *bev, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	smtp_touch(s);
+	smtp_process_input(s);
+}
+
+static void
+smtp_on_write(struct bufferevent *bev, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	if (s->state == S_QUIT)
+		smtp_free(s, "quit");
+}
+
+static void
+smtp_on_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	smtp_free(s, (what & BEV_EVENT_EOF) ? "disconnected" : "io-error");
+}
+
+static void
+smtp_on_timeout(evutil_socket_t fd, short ev, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	if (s->wait != W_NONE) {
+		smtp_touch(s);		/* another role is working on it */
+		return;
+	}
+	smtp_reply(s, "421 4.4.2 Timeout");
+	smtp_tx_reset(s);
+	smtp_quit(s);
+}
+
+static void
+smtp_free(struct smtp_session *s, const char *reason)
+{
+	if (!s->closing) {
+		log_info("%016" PRIx64 " smtp disconnected reason=%s", s->id,
+		    reason);
+		s->closing = 1;
+		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+		evtimer_del(s->timeout);
+	}
+	/* An answer from another role is still due: free when it comes. */
+	if (s->wait != W_NONE)
+		return;
+	smtp_tx_reset(s);
+	session_unlink(s);
+	bufferevent_free(s->bev);
+	event_free(s->timeout);
+	free(s);
+	nsessions--;
+}
+
+void
+smtp_session_accept(int fd, const struct listener *l)
+{
+	struct smtp_session	*s;
+	struct sockaddr_storage	 ss;
+	socklen_t		 sslen = sizeof(ss);
+	int			 one = 1;
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &sslen) == -1) {
+		close(fd);
+		return;
+	}
+	/* Replies are small; Nagle would stall pipelined exchanges. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	evutil_make_socket_nonblocking(fd);
+	s = xcalloc(1, sizeof(*s));
+	s->id = ((uint64_t)msd_random() << 32) | ++next_session_id;
+	s->listener = l;
+	s->ss = ss;
+	msd_strlcpy(s->src, ss_to_text(&ss), sizeof(s->src));
+	s->bev = bufferevent_socket_new(env.evbase, fd, BEV_OPT_CLOSE_ON_FREE);
+	s->timeout = evtimer_new(env.evbase, smtp_on_timeout, s);
+	if (s->bev == NULL || s->timeout == NULL)
+		fatalx("smtp: bufferevent_socket_new");
+	s->hnext = sessions[s->id % SESSION_HASH];
+	sessions[s->id % SESSION_HASH] = s;
+	nsessions++;
+	bufferevent_setcb(s->bev, smtp_on_read, smtp_on_write, smtp_on_event,
+	    s);
+	bufferevent_enable(s->bev, EV_READ);
+	smtp_touch(s);
+	log_info("%016" PRIx64 " smtp connected address=%s host=<unknown>",
+	    s->id, s->src);
+	smtp_reply(s, "220 %s " SMTPD_BANNER_NAME, smtp_name(s));
+}
+
+/* Answers from lookup and queue, keyed by session id. */
+void
+smtp_session_imsg(struct ipc_msg *m, enum smtpd_role from)
+{
+	struct smtp_session *s;
+	enum smtp_wait	 was;
+	uint64_t	 id = ipc_get_u64(m);
+
+	if ((s = session_find(id)) == NULL)
+		fatalx("smtp: %s answer for unknown session %016" PRIx64,
+		    ipc_type_name(m->type), id);
+	was = s->wait;
+	s->wait = W_NONE;
+	if (s->closing) {
+		/* The client is gone: drop what the answer created. */
+		if (m->type == IMSG_QUEUE_CREATE_RESULT && m->fd != -1)
+			close(m->fd);
+		if (m->type == IMSG_QUEUE_CREATE_RESULT) {
+			(void)ipc_get_u32(m);
+			s->msgid = ipc_get_u32(m);	/* rolled back below */
+		}
+		if (m->type == IMSG_QUEUE_COMMIT_RESULT)
+			s->msgid = 0;	/* committed, or already dropped */
+		smtp_free(s, "closed");
+		return;
+	}
+	switch (m->type) {
+	case IMSG_LKA_RCPT_RESULT:
+		if (was != W_LOOKUP)
+			fatalx("smtp: unexpected lookup answer");
+		rcpt_result(s, m);
+		break;
+	case IMSG_QUEUE_CREATE_RESULT:
+		if (was != W_CREATE)
+			fatalx("smtp: unexpected create answer");
+		create_result(s, m);
+		break;
+	case IMSG_QUEUE_COMMIT_RESULT:
+		if (was != W_COMMIT)
+			fatalx("smtp: unexpected commit answer");
+		commit_result(s, m);
+		break;
+	default:
+		fatalx("smtp: unexpected %s", ipc_type_name(m->type));
+	}
+	if (s->state != S_QUIT) {
+		smtp_process_input(s);
+	}
+}

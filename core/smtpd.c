@@ -1,0 +1,492 @@
+/*
+ * smtpd.c - main() and the parent role.
+ *
+ * The parent loads the configuration, binds the listening sockets while it
+ * is still root, creates one socketpair per pair of roles that talk, and
+ * forks control, smtp, lookup and queue.  It then stays root to run local
+ * deliveries (mda.c).  If any role dies, the daemon goes down as a whole:
+ * a half-working server (accepting mail that nothing will deliver) is worse
+ * than a stopped one that a supervisor restarts.
+ */
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "smtpd.h"
+
+struct smtpd	 env;
+
+static pid_t	 role_pid[ROLE_MAX];
+static int	 shutting_down;
+
+/* Which roles talk to which: each pair gets one socketpair. */
+static const struct {
+	enum smtpd_role	a, b;
+} channels[] = {
+	{ ROLE_PARENT, ROLE_CONTROL },
+	{ ROLE_PARENT, ROLE_SMTP },
+	{ ROLE_PARENT, ROLE_LOOKUP },
+	{ ROLE_PARENT, ROLE_QUEUE },
+	{ ROLE_SMTP, ROLE_LOOKUP },
+	{ ROLE_SMTP, ROLE_QUEUE },
+	{ ROLE_CONTROL, ROLE_QUEUE },
+};
+#define NCHANNELS	(sizeof(channels) / sizeof(channels[0]))
+static int	 chanfd[NCHANNELS][2];
+
+static ipc_handler *const role_handler[ROLE_MAX] = {
+	[ROLE_PARENT] = parent_imsg,
+	[ROLE_CONTROL] = control_imsg,
+	[ROLE_SMTP] = smtp_imsg,
+	[ROLE_LOOKUP] = lookup_imsg,
+	[ROLE_QUEUE] = queue_imsg,
+};
+
+const char *
+role_name(enum smtpd_role r)
+{
+	static const char *names[ROLE_MAX] = {
+		"parent", "control", "smtp", "lookup", "queue"
+	};
+
+	return r < ROLE_MAX ? names[r] : "unknown";
+}
+
+static void
+usage(void)
+{
+	fprintf(stderr, "usage: smtpd [-dnv] [-D macro=value] [-f file]"
+	    " [-s spooldir]\n");
+	exit(1);
+}
+
+/* ------------------------------------------------------------ privileges */
+
+void
+role_drop_privileges(const char *user, const char *chrootdir)
+{
+	struct passwd	*pw;
+
+	if (!env.privileged)
+		return;
+	if ((pw = getpwnam(user)) == NULL)
+		fatalx("user %s does not exist", user);
+	if (chrootdir) {
+		if (chroot(chrootdir) == -1)
+			fatal("chroot %s", chrootdir);
+		if (chdir("/") == -1)
+			fatal("chdir /");
+	}
+	if (setgroups(1, &pw->pw_gid) == -1 ||
+	    setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) == -1 ||
+	    setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) == -1)
+		fatal("cannot drop privileges to %s", user);
+}
+
+static void
+check_users(void)
+{
+	const char	*users[] = { SMTPD_USER, SMTPD_QUEUE_USER };
+	struct stat	 sb;
+	size_t		 i;
+
+	for (i = 0; i < 2; i++)
+		if (getpwnam(users[i]) == NULL) {
+			fprintf(stderr, "smtpd: user %s does not exist: run"
+			    " `make install` as root or `useradd --system %s`\n",
+			    users[i], users[i]);
+			exit(1);
+		}
+	if (stat(CHROOTDIR, &sb) == -1 || !S_ISDIR(sb.st_mode)) {
+		fprintf(stderr, "smtpd: chroot directory %s is missing\n",
+		    CHROOTDIR);
+		exit(1);
+	}
+}
+
+/* The queue role owns the spool; everyone else stays out of it. */
+static void
+setup_spool(void)
+{
+	struct passwd	*pw;
+
+	if (mkdir_p(env.spool, 0711) == -1)
+		fatal("spool %s", env.spool);
+	if (!env.privileged)
+		return;
+	if ((pw = getpwnam(SMTPD_QUEUE_USER)) == NULL)
+		fatalx("user %s does not exist", SMTPD_QUEUE_USER);
+	if (chown(env.spool, pw->pw_uid, pw->pw_gid) == -1 ||
+	    chmod(env.spool, 0700) == -1)
+		fatal("spool %s", env.spool);
+}
+
+/* ------------------------------------------------------------ listeners */
+
+static void
+bind_listeners(void)
+{
+	struct listener	*l;
+	int		 one = 1;
+
+	TAILQ_FOREACH(l, &env.conf->listeners, entry) {
+		int fd = socket(l->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+		if (fd == -1)
+			fatal("socket");
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (l->ss.ss_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one,
+			    sizeof(one));
+		if (bind(fd, (struct sockaddr *)&l->ss, l->sslen) == -1)
+			fatal("cannot listen on %s port %d",
+			    ss_to_text(&l->ss),
+			    ntohs(((struct sockaddr_in *)&l->ss)->sin_port));
+		/* OpenSMTPD's backlog of 5 drops SYNs under load. */
+		if (listen(fd, SOMAXCONN) == -1)
+			fatal("listen");
+		l->fd = fd;
+	}
+}
+
+/* ---------------------------------------------------------------- roles */
+
+static void
+close_listeners(void)
+{
+	struct listener	*l;
+
+	TAILQ_FOREACH(l, &env.conf->listeners, entry)
+		if (l->fd != -1) {
+			close(l->fd);
+			l->fd = -1;
+		}
+}
+
+/* Keeps the channel ends of role r, closes the others. */
+static void
+connect_role(enum smtpd_role r)
+{
+	size_t	 i;
+
+	for (i = 0; i < NCHANNELS; i++) {
+		enum smtpd_role peer;
+		int	 mine;
+
+		if (channels[i].a == r) {
+			peer = channels[i].b;
+			mine = 0;
+		} else if (channels[i].b == r) {
+			peer = channels[i].a;
+			mine = 1;
+		} else {
+			close(chanfd[i][0]);
+			close(chanfd[i][1]);
+			continue;
+		}
+		close(chanfd[i][!mine]);
+		env.peer[peer] = ipc_new(chanfd[i][mine], role_name(peer),
+		    role_handler[r], (void *)(intptr_t)peer);
+	}
+}
+
+static void
+role_run(enum smtpd_role r)
+{
+	env.role = r;
+	log_setproc(role_name(r));
+	/* The comm name lets admins (and tests) tell the roles apart. */
+	prctl(PR_SET_NAME, role_name(r), 0, 0, 0);
+	if ((env.evbase = event_base_new()) == NULL)
+		fatalx("event_base_new");
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGCHLD, SIG_DFL);
+	if (r != ROLE_SMTP)
+		close_listeners();
+	if (r != ROLE_CONTROL && control_fd != -1) {
+		close(control_fd);
+		control_fd = -1;
+	}
+	switch (r) {
+	case ROLE_CONTROL:
+		role_drop_privileges(SMTPD_USER, NULL);
+		connect_role(r);
+		control_main();
+		break;
+	case ROLE_SMTP:
+		role_drop_privileges(SMTPD_USER, CHROOTDIR);
+		connect_role(r);
+		smtp_main();
+		break;
+	case ROLE_LOOKUP:
+		role_drop_privileges(SMTPD_USER, NULL);
+		connect_role(r);
+		lookup_main();
+		break;
+	case ROLE_QUEUE:
+		role_drop_privileges(SMTPD_QUEUE_USER, NULL);
+		connect_role(r);
+		queue_main();
+		break;
+	default:
+		fatalx("role_run: bad role");
+	}
+	/* Also dies with a parent killed by SIGKILL; set after setuid. */
+	prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
+	if (getppid() == 1)
+		fatalx("parent went away");
+	event_base_dispatch(env.evbase);
+	fatalx("event loop exited");
+}
+
+static void
+fork_roles(void)
+{
+	enum smtpd_role	 r;
+	size_t		 i;
+
+	for (i = 0; i < NCHANNELS; i++)
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0,
+		    chanfd[i]) == -1)
+			fatal("socketpair");
+	for (r = ROLE_CONTROL; r < ROLE_MAX; r++) {
+		switch (role_pid[r] = fork()) {
+		case -1:
+			fatal("fork");
+		case 0:
+			role_run(r);
+			/* NOTREACHED */
+		default:
+			break;
+		}
+	}
+	close_listeners();
+	if (control_fd != -1) {
+		close(control_fd);
+		control_fd = -1;
+	}
+	connect_role(ROLE_PARENT);
+}
+
+/* -------------------------------------------------------- parent events */
+
+static void
+shutdown_roles(int code)
+{
+	enum smtpd_role	 r;
+
+	shutting_down = 1;
+	for (r = ROLE_CONTROL; r < ROLE_MAX; r++)
+		if (role_pid[r] > 0)
+			kill(role_pid[r], SIGTERM);
+	for (r = ROLE_CONTROL; r < ROLE_MAX; r++)
+		if (role_pid[r] > 0)
+			while (waitpid(role_pid[r], NULL, 0) == -1 &&
+			    errno == EINTR)
+				;
+	mda_shutdown();
+	log_info("smtpd: shutting down");
+	exit(code);
+}
+
+static void
+role_died(enum smtpd_role r, int status)
+{
+	role_pid[r] = 0;
+	if (WIFSIGNALED(status))
+		log_warnx("smtpd: %s process was killed by signal %d,"
+		    " shutting down", role_name(r), WTERMSIG(status));
+	else
+		log_warnx("smtpd: %s process exited with status %d,"
+		    " shutting down", role_name(r), WEXITSTATUS(status));
+	shutdown_roles(1);
+}
+
+static void
+on_sigchld(evutil_socket_t sig, short ev, void *arg)
+{
+	pid_t		 pid;
+	int		 status;
+	enum smtpd_role	 r;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		for (r = ROLE_CONTROL; r < ROLE_MAX; r++)
+			if (role_pid[r] == pid)
+				break;
+		if (r < ROLE_MAX)
+			role_died(r, status);
+		else
+			mda_child_exited(pid, status);
+	}
+}
+
+static void
+on_sigterm(evutil_socket_t sig, short ev, void *arg)
+{
+	log_info("smtpd: received signal %d", (int)sig);
+	shutdown_roles(0);
+}
+
+void
+parent_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
+{
+	enum smtpd_role from = (enum smtpd_role)(intptr_t)arg;
+
+	if (m->type == IMSG_NONE) {
+		/* SIGCHLD reports the cause; this covers a closed socket. */
+		if (!shutting_down) {
+			log_warnx("smtpd: lost the %s process, shutting down",
+			    role_name(from));
+			shutdown_roles(1);
+		}
+		return;
+	}
+	if (from == ROLE_QUEUE && m->type == IMSG_MDA_DELIVER) {
+		mda_deliver(m);
+		return;
+	}
+	fatalx("parent: unexpected %s from %s", ipc_type_name(m->type),
+	    role_name(from));
+}
+
+static void
+parent_run(void)
+{
+	struct event	*ev_chld, *ev_term, *ev_int, *ev_hup;
+
+	if ((env.evbase = event_base_new()) == NULL)
+		fatalx("event_base_new");
+	ev_chld = evsignal_new(env.evbase, SIGCHLD, on_sigchld, NULL);
+	ev_term = evsignal_new(env.evbase, SIGTERM, on_sigterm, NULL);
+	ev_int = evsignal_new(env.evbase, SIGINT, on_sigterm, NULL);
+	ev_hup = evsignal_new(env.evbase, SIGHUP, on_sigterm, NULL);
+	if (!ev_chld || !ev_term || !ev_int || !ev_hup)
+		fatalx("evsignal_new");
+	evsignal_add(ev_chld, NULL);
+	evsignal_add(ev_term, NULL);
+	evsignal_add(ev_int, NULL);
+	evsignal_add(ev_hup, NULL);
+	/* The signal events exist before fork: no SIGCHLD can be missed. */
+	fork_roles();
+	on_sigchld(SIGCHLD, 0, NULL);
+	log_info("smtpd: " SMTPD_NAME " " PACKAGE_VERSION " starting,"
+	    " spool %s", env.spool);
+	event_base_dispatch(env.evbase);
+	fatalx("parent: event loop exited");
+}
+
+/* ------------------------------------------------------------------ main */
+
+static void
+add_macro(struct macro **macros, size_t *n, char *arg)
+{
+	char	*eq = strchr(arg, '=');
+
+	if (eq == NULL || eq == arg) {
+		fprintf(stderr, "smtpd: -D needs macro=value\n");
+		exit(1);
+	}
+	*eq = '\0';
+	*macros = xreallocarray(*macros, *n + 1, sizeof(**macros));
+	(*macros)[*n].name = arg;
+	(*macros)[*n].value = eq + 1;
+	(*n)++;
+}
+
+int
+main(int argc, char *argv[])
+{
+	struct macro	*macros = NULL;
+	size_t		 nmacros = 0;
+	const char	*conffile = SYSCONFDIR "/smtpd.conf";
+	const char	*spool = SPOOLDIR;
+	int		 ch, check = 0, debug = 0, verbose = 0;
+
+	while ((ch = getopt(argc, argv, "dD:f:ns:v")) != -1) {
+		switch (ch) {
+		case 'd':
+			debug = 1;
+			break;
+		case 'D':
+			add_macro(&macros, &nmacros, optarg);
+			break;
+		case 'f':
+			conffile = optarg;
+			break;
+		case 'n':
+			check = 1;
+			break;
+		case 's':
+			spool = optarg;
+			break;
+		case 'v':
+			verbose++;
+			break;
+		default:
+			usage();
+		}
+	}
+	if (optind != argc)
+		usage();
+
+	log_init(1, verbose);
+	if ((env.conf = config_load(conffile, macros, nmacros)) == NULL)
+		exit(1);
+	if (check) {
+		printf("configuration OK\n");
+		exit(0);
+	}
+	env.conffile = conffile;
+	env.privileged = geteuid() == 0;
+	if (msd_strlcpy(env.spool, spool, sizeof(env.spool)) >=
+	    sizeof(env.spool))
+		fatalx("spool path too long");
+	if (env.spool[0] != '/') {
+		char	 cwd[PATH_MAX], *p;
+
+		if (getcwd(cwd, sizeof(cwd)) == NULL)
+			fatal("getcwd");
+		xasprintf(&p, "%s/%s", cwd, spool);
+		if (msd_strlcpy(env.spool, p, sizeof(env.spool)) >=
+		    sizeof(env.spool))
+			fatalx("spool path too long");
+		free(p);
+	}
+	if (env.privileged)
+		check_users();
+	if (TAILQ_EMPTY(&env.conf->listeners))
+		log_warnx("smtpd: no listener configured");
+
+	module_init(env.conf->module_path);
+	if (mda_init() == -1)
+		exit(1);
+	setup_spool();
+	if (control_socket_bind() == -1)
+		log_warnx("smtpd: running without a control socket");
+	bind_listeners();
+	if (!debug) {
+		if (daemon(0, 0) == -1)
+			fatal("daemon");
+		log_init(0, verbose);
+	}
+	env.foreground = debug;
+	parent_run();
+	return 0;
+}

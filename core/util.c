@@ -1,0 +1,206 @@
+/*
+ * util.c - small helpers shared by the daemon and its tools: the allocation
+ * family that aborts on failure, bounded string copies, address text.
+ */
+#include <sys/stat.h>
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "smtpd.h"
+
+void *
+xmalloc(size_t n)
+{
+	void	*p;
+
+	if ((p = malloc(n ? n : 1)) == NULL)
+		fatal("malloc");
+	return p;
+}
+
+void *
+xcalloc(size_t n, size_t sz)
+{
+	void	*p;
+
+	if ((p = calloc(n ? n : 1, sz ? sz : 1)) == NULL)
+		fatal("calloc");
+	return p;
+}
+
+void *
+xreallocarray(void *p, size_t n, size_t sz)
+{
+	if (sz && n > SIZE_MAX / sz)
+		fatalx("reallocarray: overflow");
+	if ((p = realloc(p, n * sz == 0 ? 1 : n * sz)) == NULL)
+		fatal("realloc");
+	return p;
+}
+
+char *
+xstrdup(const char *s)
+{
+	char	*p;
+
+	if ((p = strdup(s)) == NULL)
+		fatal("strdup");
+	return p;
+}
+
+int
+xasprintf(char **ret, const char *fmt, ...)
+{
+	va_list	 ap;
+	int	 n;
+
+	va_start(ap, fmt);
+	n = vasprintf(ret, fmt, ap);
+	va_end(ap);
+	if (n == -1)
+		fatal("asprintf");
+	return n;
+}
+
+size_t
+msd_strlcpy(char *dst, const char *src, size_t dsize)
+{
+	size_t	 len = strlen(src);
+
+	if (dsize) {
+		size_t n = len >= dsize ? dsize - 1 : len;
+		memcpy(dst, src, n);
+		dst[n] = '\0';
+	}
+	return len;
+}
+
+size_t
+msd_strlcat(char *dst, const char *src, size_t dsize)
+{
+	size_t	 dlen = strnlen(dst, dsize);
+
+	if (dlen == dsize)
+		return dlen + strlen(src);
+	return dlen + msd_strlcpy(dst + dlen, src, dsize - dlen);
+}
+
+const char *
+ss_to_text(const struct sockaddr_storage *ss)
+{
+	static char	 buf[INET6_ADDRSTRLEN + 8];
+	const void	*a;
+
+	if (ss == NULL)
+		return "local";
+	switch (ss->ss_family) {
+	case AF_INET:
+		a = &((const struct sockaddr_in *)ss)->sin_addr;
+		break;
+	case AF_INET6:
+		a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+		break;
+	case AF_UNIX:
+		return "local";
+	default:
+		return "unknown";
+	}
+	if (inet_ntop(ss->ss_family, a, buf, sizeof(buf)) == NULL)
+		return "unknown";
+	return buf;
+}
+
+int
+ss_is_loopback(const struct sockaddr_storage *ss)
+{
+	if (ss == NULL)
+		return 0;
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *s = (const struct sockaddr_in *)ss;
+		return (ntohl(s->sin_addr.s_addr) >> 24) == 127;
+	}
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)ss;
+		return IN6_IS_ADDR_LOOPBACK(&s->sin6_addr);
+	}
+	return 0;
+}
+
+int
+mkdir_p(const char *path, mode_t mode)
+{
+	char	 buf[PATH_MAX];
+	char	*p;
+
+	if (msd_strlcpy(buf, path, sizeof(buf)) >= sizeof(buf)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	for (p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, mode) == -1 && errno != EEXIST)
+			return -1;
+		*p = '/';
+	}
+	if (mkdir(buf, mode) == -1 && errno != EEXIST)
+		return -1;
+	return 0;
+}
+
+int
+fsync_dir(const char *path)
+{
+	int	 fd, r;
+
+	if ((fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return -1;
+	r = fsync(fd);
+	close(fd);
+	return r;
+}
+
+uint32_t
+msd_random(void)
+{
+	uint32_t v;
+
+	if (getrandom(&v, sizeof(v), 0) != sizeof(v))
+		fatal("getrandom");
+	return v;
+}
+
+int
+addr_split(const char *addr, char *user, size_t ulen, char *domain,
+    size_t dlen)
+{
+	const char	*at = strrchr(addr, '@');
+	size_t		 n;
+
+	if (at == NULL || at == addr || at[1] == '\0')
+		return -1;
+	n = at - addr;
+	if (n >= ulen || strlen(at + 1) >= dlen)
+		return -1;
+	memcpy(user, addr, n);
+	user[n] = '\0';
+	msd_strlcpy(domain, at + 1, dlen);
+	return 0;
+}
+
+void
+lowercase(char *s)
+{
+	for (; *s; s++)
+		*s = tolower((unsigned char)*s);
+}
