@@ -194,9 +194,12 @@ queue_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
 	    role_name(from));
 }
 
+/* A restart is often the admin's fix for what made deliveries fail: try
+ * everything again now rather than after each envelope's backoff. */
 static void
 load_one(struct envelope *ev)
 {
+	ev->nexttry = 0;
 	scheduler_add(ev);
 }
 

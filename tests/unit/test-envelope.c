@@ -1,1 +1,69 @@
-/* stub */
+/*
+ * test-envelope.c - envelopes survive the JSON round trip, and corrupt or
+ * hostile spool content is refused rather than trusted.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "smtpd.h"
+
+struct smtpd	 env;
+static int	 failures, count;
+
+#define CHECK(cond, desc) do {						\
+	count++;							\
+	if (cond)							\
+		printf("ok %d - %s\n", count, desc);			\
+	else {								\
+		printf("not ok %d - %s\n", count, desc);		\
+		failures++;						\
+	}								\
+} while (0)
+
+int
+main(void)
+{
+	struct envelope	 a, b;
+	char		*json, addr[1100], big[1300];
+
+	log_init(1, 0);
+	memset(&a, 0, sizeof(a));
+	a.id = 0xdeadbeef00c0ffeeULL;
+	a.msgid = 0xdeadbeef;
+	strcpy(a.sender, "");
+	strcpy(a.rcpt, "User@Example.org");
+	strcpy(a.dest, "user@example.org");
+	strcpy(a.helo, "client \"quoted\" \\ name");
+	strcpy(a.action, "local");
+	a.creation = 1700000000;
+	a.expire = 345600;
+	a.retry = 3;
+	json = envelope_dump(&a);
+	CHECK(envelope_load_json(&b, json, strlen(json)) == 0, "round trip loads");
+	CHECK(memcmp(&a, &b, sizeof(a)) == 0, "round trip is exact");
+	free(json);
+
+	CHECK(envelope_load_json(&b, "{", 1) == -1, "truncated JSON refused");
+	CHECK(envelope_load_json(&b, "[]", 2) == -1, "non-object refused");
+	json = "{\"version\":2,\"id\":\"0000000000000000\",\"msgid\":\"00000000\","
+	    "\"rcpt\":\"a@b\",\"action\":\"x\"}";
+	CHECK(envelope_load_json(&b, json, strlen(json)) == -1,
+	    "unknown version refused");
+	json = "{\"version\":1,\"id\":\"0000000000000000\",\"msgid\":\"00000000\","
+	    "\"rcpt\":\"a@b\",\"action\":\"x\",\"retry\":\"3\"}";
+	CHECK(envelope_load_json(&b, json, strlen(json)) == -1,
+	    "wrongly typed field refused");
+	json = "{\"version\":1,\"id\":\"0000000000000000\",\"msgid\":\"00000000\","
+	    "\"rcpt\":\"a\\u0000b@c\",\"action\":\"x\"}";
+	CHECK(envelope_load_json(&b, json, strlen(json)) == -1,
+	    "embedded NUL refused");
+	memset(addr, 'a', sizeof(addr) - 1);
+	addr[sizeof(addr) - 1] = '\0';
+	snprintf(big, sizeof(big), "{\"version\":1,\"id\":\"0000000000000000\","
+	    "\"msgid\":\"00000000\",\"action\":\"x\",\"rcpt\":\"%s@b\"}", addr);
+	CHECK(envelope_load_json(&b, big, strlen(big)) == -1,
+	    "overlong address refused");
+	printf("%d tests, %d failed\n", count, failures);
+	return failures != 0;
+}
