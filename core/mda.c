@@ -188,11 +188,11 @@ child_run(struct module *mod, int msgfd, int pipefd,
 	memset(&res, 0, sizeof(res));
 	ops = module_ops(mod, sizeof(*ops));
 	if (ops->deliver == NULL ||
-	    (mod->desc.init && mod->desc.init(module_host()) != MSD_OK)) {
+	    (mod->desc.init && mod->desc.init(mod->host) != MSD_OK)) {
 		child_report(pipefd, 'T', "delivery method failed to start");
 		_exit(0);
 	}
-	r = ops->deliver(module_host(), msgfd, &menv, &res);
+	r = ops->deliver(mod->host, msgfd, &menv, &res);
 	if (r == MSD_OK)
 		child_report(pipefd, 'O', "Delivered");
 	else

@@ -33,11 +33,11 @@ queue_backend_init(const char *name)
 		    qmod->path);
 		return -1;
 	}
-	if (qmod->desc.init && qmod->desc.init(module_host()) != MSD_OK) {
+	if (qmod->desc.init && qmod->desc.init(qmod->host) != MSD_OK) {
 		log_warnx("queue: module %s failed to initialise", qmod->path);
 		return -1;
 	}
-	if (qops.open(module_host(), env.spool, NULL, &qinst) != MSD_OK) {
+	if (qops.open(qmod->host, env.spool, NULL, &qinst) != MSD_OK) {
 		log_warnx("queue: cannot open spool %s", env.spool);
 		return -1;
 	}

@@ -158,6 +158,8 @@ struct action	*config_action(struct config *, const char *name);
 const struct rule *ruleset_match(const struct config *,
 		    const struct match_ctx *);
 int		 domain_is_local(const struct config *, const char *domain);
+/* An address or CIDR network as `from src` tables hold them. */
+int		 ruleset_netaddr_valid(const char *);
 
 /* ------------------------------------------------------------------- log */
 

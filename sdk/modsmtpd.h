@@ -98,7 +98,12 @@ struct msd_host {
 			    __attribute__((format(printf, 2, 3)));
 	/* Global settings: "hostname", "spool", "module-path". NULL if unset. */
 	const char	*(*config_get)(const char *key);
-	/* The host's event loop; modules never run one of their own. */
+	/*
+	 * The host's event loop; modules never run one of their own.  A timer
+	 * fires once and its handle is freed when the callback returns, so
+	 * timer_del is for a pending timer only.  A watch stays until
+	 * fd_unwatch, which the callback itself may call.  NULL: no loop.
+	 */
 	msd_timer	*(*timer_add)(uint32_t msec, void (*cb)(void *), void *arg);
 	void		(*timer_del)(msd_timer *);
 	msd_io		*(*fd_watch)(int fd, uint32_t events,
@@ -142,7 +147,9 @@ struct msd_queue_ops {
 	int	(*envelope_load)(void *inst, uint64_t evpid, msd_result *out);
 	/*
 	 * Walks committed envelopes: returns MSD_OK with *evpid and the bytes
-	 * in out for each, MSD_NOTFOUND at the end.  *cookie starts as NULL.
+	 * in out for each, MSD_NOTFOUND at the end.  *cookie starts as NULL
+	 * and is NULL again after the last call (MSD_NOTFOUND or
+	 * MSD_TEMPFAIL), which frees the walk: walk to the end.
 	 */
 	int	(*envelope_walk)(void *inst, void **cookie, uint64_t *evpid,
 		    msd_result *out);

@@ -27,5 +27,8 @@
 #ifndef MSD_ABI_TARGET_MINOR
 #define MSD_ABI_TARGET_MINOR	MSD_ABI_MINOR
 #endif
+#if MSD_ABI_TARGET_MINOR < 0 || MSD_ABI_TARGET_MINOR > MSD_ABI_MINOR
+#error "MSD_ABI_TARGET_MINOR must be a minor this header knows"
+#endif
 
 #endif

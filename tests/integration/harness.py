@@ -186,12 +186,13 @@ def role_of(pid, parent_cmdline=None):
 # ------------------------------------------------------------------- mail
 
 def make_message(subject, msgid=None, body="Hello.\n", frm="sender@client.test",
-                 to="rcpt@example.org", extra_headers=()):
+                 to="rcpt@example.org", extra_headers=(), date="Sun, 22 Nov 2026 10:00:00 +0000"):
     """A message with LF line endings, as bytes.  It carries Date and
-    Message-ID so no server would have a reason to add headers."""
+    Message-ID so no server would have a reason to add headers; the same
+    arguments always give the same bytes."""
     msgid = msgid or email.utils.make_msgid(domain="client.test")
     hdrs = ["From: <%s>" % frm, "To: <%s>" % to, "Subject: %s" % subject,
-            "Date: %s" % email.utils.formatdate(localtime=False),
+            "Date: %s" % date,
             "Message-ID: %s" % msgid] + list(extra_headers)
     if isinstance(body, str):
         body = body.encode()
@@ -361,7 +362,7 @@ class Daemon:
         os.chmod(self.tmp, 0o755)
         self.host = host
         self.hostname = hostname
-        self.port = port or free_port(host if host.startswith("127.") else "127.0.0.1")
+        self.port = port or free_port(host)
         self.spool = os.path.join(self.tmp, "spool")
         home = os.path.join(self.tmp, "mail")
         os.mkdir(home, 0o755)

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Acceptance: kill -9 of any one process (smtp, lookup, queue, control or
+the parent) right after a 250 takes the whole daemon down (logged, nothing
+half-working left); after a restart on the same spool the message is
+delivered, exactly once."""
+
+import os
+import re
+import signal
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+DEATH_WORDS = r"(?:died|dead|death|exited|exit|terminated|killed|lost|signal|crashed|gone)"
+
+
+def death_logged(text, role, pid):
+    """A log line that names the dead role (or its pid) and says it died."""
+    for line in text.splitlines():
+        if line.startswith("### harness"):
+            continue
+        names_it = (re.search(r"(?<![\w-])%s(?![\w-])" % re.escape(role), line)
+                    or re.search(r"(?<!\d)%d(?!\d)" % pid, line))
+        if names_it and re.search(r"(?i)\b" + DEATH_WORDS, line):
+            return line
+    return None
+
+
+def kill_after_250(role, n):
+    d = h.Daemon("k%d" % n).start()
+    roles = d.role_pids()
+    missing = [r for r in h.ROLES if r not in roles]
+    assert not missing, ("cannot identify role(s) %s among the daemon's children by "
+                         "/proc/PID/comm (expected comm = role name): %s"
+                         % (missing, d.describe_children()))
+    victim = d.pid if role == "parent" else roles[role]
+    d.snapshot()
+    mid = "<kill-%s.%d@client.test>" % (role, os.getpid())
+    data = h.make_message("killed %s" % role, mid, body="kill -9 %s after the 250\n" % role)
+
+    c = d.connect()
+    c.greet()
+    msgid = c.send_message(data)
+    os.kill(victim, signal.SIGKILL)            # right after the 250, session still open
+    c.close()
+
+    d.wait_exit(30)                           # every process gone, nothing half-working
+    if role != "parent":
+        line = death_logged(d.log_text(), role, victim)
+        assert line, ("the parent did not log the death of %s (pid %d); log:\n%s"
+                      % (role, victim, d.log_tail(20)))
+
+    d.start()                                 # same config, same spool
+    d.wait_delivered(1, 60)
+    d.wait_queue_empty(60)
+    copies = []
+    for got in d.read_messages():
+        received, rest = h.split_received(got)
+        if h.header_value(rest, "Message-ID") == mid:
+            copies.append((received, rest))
+    assert len(copies) == 1, "message delivered %d times after kill -9 %s" % (len(copies), role)
+    received, rest = copies[0]
+    assert rest == data, "delivered content differs from what was sent"
+    assert (" id %s" % msgid).encode() in received, \
+        "Received id differs from the 250's id %s: %r" % (msgid, received)
+    assert len(d.messages()) == 1, "%d files delivered, expected 1" % len(d.messages())
+    assert d.stop() == 0, "smtpd exited non-zero on SIGTERM after the restart"
+
+
+def make_check(role, n):
+    def check():
+        kill_after_250(role, n)
+    check.__name__ = "test_kill_%s" % role
+    check.__doc__ = "kill -9 %s right after a 250: daemon exits, restart delivers exactly once" % role
+    return check
+
+
+CHECKS = [make_check(r, n) for n, r in enumerate(h.ROLES + ("parent",))]
+
+if __name__ == "__main__":
+    h.run_checks(CHECKS)
