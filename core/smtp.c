@@ -26,7 +26,8 @@ smtp_resume_accept(evutil_socket_t fd, short ev, void *arg)
 	struct listener *l;
 
 	TAILQ_FOREACH(l, &env.conf->listeners, entry)
-		event_add((struct event *)l->ev, NULL);
+		if (l->ev)
+			event_add((struct event *)l->ev, NULL);
 }
 
 static void
@@ -44,7 +45,8 @@ smtp_accept(evutil_socket_t fd, short ev, void *arg)
 
 				log_warn("smtp: accept");
 				TAILQ_FOREACH(x, &env.conf->listeners, entry)
-					event_del((struct event *)x->ev);
+					if (x->ev)
+						event_del((struct event *)x->ev);
 				evtimer_add(accept_pause, &tv);
 			}
 			return;
@@ -72,6 +74,8 @@ smtp_main(void)
 	struct listener	*l;
 
 	TAILQ_FOREACH(l, &env.conf->listeners, entry) {
+		if (l->fd == -1)
+			continue;	/* skipped at bind time */
 		evutil_make_socket_nonblocking(l->fd);
 		l->ev = event_new(env.evbase, l->fd, EV_READ | EV_PERSIST,
 		    smtp_accept, l);

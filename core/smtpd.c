@@ -141,7 +141,7 @@ static void
 bind_listeners(void)
 {
 	struct listener	*l;
-	int		 one = 1;
+	int		 one = 1, r;
 
 	TAILQ_FOREACH(l, &env.conf->listeners, entry) {
 		int fd = socket(l->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -152,7 +152,16 @@ bind_listeners(void)
 		if (l->ss.ss_family == AF_INET6)
 			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one,
 			    sizeof(one));
-		if (bind(fd, (struct sockaddr *)&l->ss, l->sslen) == -1)
+		r = bind(fd, (struct sockaddr *)&l->ss, l->sslen);
+		if (r == -1 && l->ss.ss_family == AF_INET6 &&
+		    errno == EADDRNOTAVAIL) {
+			/* `listen on localhost` on a host without IPv6. */
+			log_warnx("smtpd: %s:%d: no IPv6 here, not listening"
+			    " on %s", l->file, l->line, ss_to_text(&l->ss));
+			close(fd);
+			continue;
+		}
+		if (r == -1)
 			fatal("cannot listen on %s port %d",
 			    ss_to_text(&l->ss),
 			    ntohs(((struct sockaddr_in *)&l->ss)->sin_port));

@@ -411,6 +411,8 @@ class Daemon:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf,
                                      stderr=logf, env=self.env(), start_new_session=True)
         logf.close()
+        with open(self.log, "ab") as logf:
+            logf.write(("### harness: pid %d\n" % self.proc.pid).encode())
         self.known = {}
         self._remember(self.proc.pid)
         end = deadline(timeout)
@@ -475,8 +477,27 @@ class Daemon:
             _read("/proc/%d/cmdline" % c).replace(b"\0", b" ").strip())
             for c in children(self.proc.pid)) or "(no children)"
 
+    def tagged_pids(self):
+        """Processes whose command line names this daemon's config file:
+        its roles and delivery children even after they were orphaned
+        (until a process rewrites its argv)."""
+        tag = self.conf.encode()
+        out = []
+        for d in os.listdir("/proc"):
+            if d.isdigit() and tag in _read("/proc/%s/cmdline" % d).split(b"\0"):
+                st = _stat(int(d))
+                if st and st[1] not in ("Z", "X"):
+                    out.append(int(d))
+        return out
+
     def live_pids(self):
-        return [p for p, st in self.known.items() if alive(p, st)]
+        for p in self.tagged_pids():
+            self._remember(p)
+        return sorted(p for p, st in self.known.items() if alive(p, st))
+
+    def describe(self, pids):
+        return ", ".join("%d(%s)" % (p, _read("/proc/%d/comm" % p).decode(errors="replace").strip())
+                         for p in pids) or "none"
 
     def kill_role(self, role):
         """SIGKILL to one role ("parent" or one of ROLES); returns its pid."""
@@ -496,10 +517,14 @@ class Daemon:
         try:
             rc = self.proc.wait(timeout * SCALE)
         except subprocess.TimeoutExpired:
-            raise AssertionError("daemon (pid %d) still running %gs later; processes: %s"
-                                 % (self.proc.pid, timeout * SCALE, self.live_pids()))
-        wait_for(lambda: not self.live_pids(), timeout,
-                 what="every daemon process to exit (left: %s)" % self.live_pids())
+            raise AssertionError("the daemon's parent (pid %d) still runs %gs later; processes: %s"
+                                 % (self.proc.pid, timeout * SCALE, self.describe(self.live_pids())))
+        try:
+            wait_for(lambda: not self.live_pids(), timeout, what="every daemon process to exit")
+        except AssertionError:
+            raise AssertionError("the parent exited but these processes of the daemon are "
+                                 "still running %gs later: %s"
+                                 % (timeout * SCALE, self.describe(self.live_pids())))
         return rc
 
     def stop(self, timeout=20):

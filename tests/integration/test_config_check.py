@@ -127,8 +127,8 @@ action "quoted name with spaces" maildir "/tmp/msd-nowhere/#not a comment"
 include "%s"
 match from any for domain "example.org" action "local"
 match from local for local action "quoted name with spaces"
-match !from local for domain "example.net" reject
-match from any for ! domain "example.com" reject
+match ! from local for domain "example.net" reject
+match from any !for domain "example.com" reject
 """ % inc)
     expect_ok(p, ["-D", "port=2525"])
     # without -D the macro $port is undefined: an error on line 9

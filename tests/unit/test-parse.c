@@ -555,6 +555,8 @@ test_ruleset(void)
 	expect(c, 0, "127.0.0.1", NULL, "x@remote.example", "none");
 	expect(c, 0, "172.20.1.1", NULL, "x@remote.example", "out");
 	expect(c, 0, "172.32.0.1", NULL, "x@remote.example", "none");
+	expect(c, 0, "203.0.113.5", NULL, "x@tagneg.example", "reject");
+	expect(c, 0, "203.0.113.5", "INTERNAL", "x@tagneg.example", "none");
 	config_free(c);
 }
 

@@ -6,13 +6,19 @@
  *	<spool>/tmp/<evpid>		envelope staged by envelope_create
  *	<spool>/envelope/<evpid>	committed envelope, 16 hex digits
  *
- * message_commit fsyncs the files and renames the staged envelopes into
- * envelope/.  The new directory entries become durable only when flush
- * fsyncs message/ and envelope/: once for every commit since the previous
- * flush, so a busy queue pays two directory syncs per round, not per mail.
+ * Group commit: message_commit only marks a message's staged envelopes as
+ * part of the current round.  flush then makes the whole round durable
+ * with two journal commits whatever its size: syncfs() writes the message
+ * files and staged envelopes, the envelopes are renamed into envelope/,
+ * and one fsync of envelope/ makes the renames durable.  An envelope is
+ * never visible in envelope/ before its message's bytes are on disk, so a
+ * crash can leave only uncommitted files behind, which the host removes.
  *
  * Uses only sdk/modsmtpd.h and libc; it logs through host->log.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE		/* syncfs */
+#endif
 #include <sys/random.h>
 #include <sys/stat.h>
 
@@ -42,6 +48,7 @@
 struct staged {
 	uint32_t	 msgid;
 	uint64_t	 evpid;
+	int		 in_round;	/* message_commit'ed, flush pending */
 };
 
 struct fs {
@@ -257,6 +264,7 @@ staged_add(struct fs *fs, uint32_t msgid, uint64_t evpid)
 	}
 	fs->staged[fs->nstaged].msgid = msgid;
 	fs->staged[fs->nstaged].evpid = evpid;
+	fs->staged[fs->nstaged].in_round = 0;
 	fs->nstaged++;
 	return 0;
 }
@@ -459,76 +467,21 @@ fs_message_create(void *inst, uint32_t *msgid, int *fdp)
 	return MSD_TEMPFAIL;
 }
 
-/* Undoes the renames of a failed commit: envelope/ back to tmp/. */
-static void
-commit_undo(struct fs *fs, uint32_t msgid, size_t done)
-{
-	char	 from[PATH_MAX], to[PATH_MAX];
-	size_t	 i;
-
-	for (i = 0; i < done; i++) {
-		if (fs->staged[i].msgid != msgid)
-			continue;
-		if (env_path(fs, from, sizeof(from), "envelope",
-		    fs->staged[i].evpid) == -1 ||
-		    env_path(fs, to, sizeof(to), "tmp",
-		    fs->staged[i].evpid) == -1)
-			continue;
-		if (rename(from, to) == -1)
-			fs_fail(fs, "cannot roll back", from);
-	}
-}
-
-static int
-commit_envelopes(struct fs *fs, uint32_t msgid)
-{
-	char	 tmp[PATH_MAX], path[PATH_MAX];
-	size_t	 i;
-
-	/* Every file durable before any becomes visible in envelope/. */
-	for (i = 0; i < fs->nstaged; i++) {
-		if (fs->staged[i].msgid != msgid)
-			continue;
-		if (env_path(fs, tmp, sizeof(tmp), "tmp",
-		    fs->staged[i].evpid) == -1 || fsync_path(tmp) == -1)
-			return fs_fail(fs, "cannot fsync", tmp);
-	}
-	for (i = 0; i < fs->nstaged; i++) {
-		if (fs->staged[i].msgid != msgid)
-			continue;
-		if (env_path(fs, tmp, sizeof(tmp), "tmp",
-		    fs->staged[i].evpid) == -1 || env_path(fs, path,
-		    sizeof(path), "envelope", fs->staged[i].evpid) == -1 ||
-		    rename(tmp, path) == -1) {
-			fs_fail(fs, "cannot rename", tmp);
-			commit_undo(fs, msgid, i);
-			return MSD_TEMPFAIL;
-		}
-	}
-	return MSD_OK;
-}
-
 static int
 fs_message_commit(void *inst, uint32_t msgid)
 {
 	struct fs	*fs = inst;
-	char		 path[PATH_MAX];
-	size_t		 i;
-	int		 r;
+	size_t		 i, n = 0;
 
-	if (msg_path(fs, path, sizeof(path), msgid) == -1)
+	for (i = 0; i < fs->nstaged; i++)
+		if (fs->staged[i].msgid == msgid) {
+			fs->staged[i].in_round = 1;
+			n++;
+		}
+	if (n == 0) {
+		fs->host->log(MSD_LOG_WARNING, "commit of message %08" PRIx32
+		    " without envelopes", msgid);
 		return MSD_NOTFOUND;
-	if (fsync_path(path) == -1)
-		return errno == ENOENT ? MSD_NOTFOUND :
-		    fs_fail(fs, "cannot fsync", path);
-	if ((r = commit_envelopes(fs, msgid)) != MSD_OK)
-		return r;
-	i = 0;
-	while (i < fs->nstaged) {
-		if (fs->staged[i].msgid == msgid)
-			staged_remove(fs, i);
-		else
-			i++;
 	}
 	fs->dirty = 1;
 	return MSD_OK;
@@ -745,15 +698,45 @@ fs_message_walk(void *inst, void **cookie, uint32_t *msgid)
 	return r;
 }
 
+/* Moves the round's envelopes from tmp/ to envelope/. */
+static int
+round_publish(struct fs *fs)
+{
+	char	 tmp[PATH_MAX], path[PATH_MAX];
+	size_t	 i = 0;
+
+	while (i < fs->nstaged) {
+		if (!fs->staged[i].in_round) {
+			i++;
+			continue;
+		}
+		if (env_path(fs, tmp, sizeof(tmp), "tmp",
+		    fs->staged[i].evpid) == -1 || env_path(fs, path,
+		    sizeof(path), "envelope", fs->staged[i].evpid) == -1 ||
+		    rename(tmp, path) == -1)
+			return fs_fail(fs, "cannot rename", tmp);
+		staged_remove(fs, i);
+	}
+	return MSD_OK;
+}
+
 static int
 fs_flush(void *inst)
 {
 	struct fs	*fs = inst;
+	int		 r;
 
 	if (!fs->dirty)
 		return MSD_OK;
-	if (fsync(fs->msgdir) == -1)
-		return fs_fail(fs, "cannot fsync", "message/");
+	/*
+	 * One syncfs instead of an fsync per file: the journal commits once
+	 * for the whole round.  It also writes other dirty data of this file
+	 * system, which is why a busy spool belongs on its own file system.
+	 */
+	if (syncfs(fs->msgdir) == -1)
+		return fs_fail(fs, "cannot syncfs", fs->spool);
+	if ((r = round_publish(fs)) != MSD_OK)
+		return r;
 	if (fsync(fs->envdir) == -1)
 		return fs_fail(fs, "cannot fsync", "envelope/");
 	fs->dirty = 0;
