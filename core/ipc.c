@@ -76,6 +76,7 @@ static const char *ipc_names[IMSG_MAX] = {
 	[IMSG_MDA_DELIVER] = "MDA_DELIVER",
 	[IMSG_MDA_RESULT] = "MDA_RESULT",
 	[IMSG_CTL_VERBOSE] = "CTL_VERBOSE",
+	[IMSG_CTL_SHUTDOWN] = "CTL_SHUTDOWN",
 };
 
 const char *
@@ -319,6 +320,28 @@ ipc_on_write(evutil_socket_t fd, short ev, void *arg)
 	}
 	if (!TAILQ_EMPTY(&ipc->out))
 		event_add(ipc->ev_write, NULL);
+}
+
+/* Writes every queued frame now, blocking: used on the way out. */
+int
+ipc_flush_sync(struct ipc *ipc)
+{
+	struct ipc_frame *f;
+	int		 fl = fcntl(ipc->fd, F_GETFL);
+
+	if (fl == -1 || fcntl(ipc->fd, F_SETFL, fl & ~O_NONBLOCK) == -1)
+		return -1;
+	while ((f = TAILQ_FIRST(&ipc->out))) {
+		if (send_frame(ipc, f) == -1)
+			break;
+		if (f->off < f->len)
+			continue;
+		TAILQ_REMOVE(&ipc->out, f, entry);
+		free(f->buf);
+		free(f);
+	}
+	fcntl(ipc->fd, F_SETFL, fl);
+	return TAILQ_EMPTY(&ipc->out) ? 0 : -1;
 }
 
 /* ---------------------------------------------------------- receiving */

@@ -325,9 +325,13 @@ mda_child_exited(pid_t pid, int status)
 	free(c);
 }
 
-/* Children finish their delivery on their own; the queue retries any
- * whose result is lost, so nothing needs to wait for them. */
-void
-mda_shutdown(void)
+size_t
+mda_running(void)
 {
+	struct mda_child *c;
+	size_t		 n = 0;
+
+	TAILQ_FOREACH(c, &children, entry)
+		n++;
+	return n;
 }

@@ -169,8 +169,16 @@ queue_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
 {
 	enum smtpd_role from = (enum smtpd_role)(intptr_t)arg;
 
-	if (m->type == IMSG_NONE)
-		fatalx("queue: lost the %s process", role_name(from));
+	if (m->type == IMSG_NONE) {
+		/*
+		 * The parent is shutting the daemon down: stay until it says
+		 * so, to record the results of the last deliveries.
+		 */
+		if (from == ROLE_PARENT)
+			fatalx("queue: lost the parent process");
+		log_debug("queue: lost the %s process", role_name(from));
+		return;
+	}
 	switch (from) {
 	case ROLE_SMTP:
 		if (m->type == IMSG_QUEUE_CREATE)
@@ -183,9 +191,14 @@ queue_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
 			break;
 		return;
 	case ROLE_PARENT:
-		if (m->type != IMSG_MDA_RESULT)
+		if (m->type == IMSG_MDA_RESULT)
+			queue_mda_result(m);
+		else if (m->type == IMSG_CTL_SHUTDOWN) {
+			/* Every result before this frame is on disk now. */
+			log_debug("queue: shutting down");
+			exit(0);
+		} else
 			break;
-		queue_mda_result(m);
 		return;
 	default:
 		break;

@@ -660,12 +660,15 @@ smtp_command(struct smtp_session *s, char *line)
 
 /* ---------------------------------------------------------------- I/O */
 
-/* OpenSMTPD disconnects on an overlong line: resynchronising is guesswork. */
+/*
+ * Like OpenSMTPD: any line of SMTPD_MAXLINESIZE or more is "Line too long",
+ * a shorter command of SMTPD_MAXCMDSIZE or more "Command line too long";
+ * both disconnect, since resynchronising would be guesswork.
+ */
 static void
-line_too_long(struct smtp_session *s)
+line_too_long(struct smtp_session *s, const char *what)
 {
-	smtp_reply(s, s->state == S_DATA ? "500 5.0.0 Line too long" :
-	    "500 5.0.0 Command line too long");
+	smtp_reply(s, "500 5.0.0 %s too long", what);
 	smtp_tx_reset(s);
 	smtp_quit(s);
 }
@@ -675,19 +678,20 @@ smtp_process_input(struct smtp_session *s)
 {
 	struct evbuffer	*in = bufferevent_get_input(s->bev);
 	char		*line;
-	size_t		 len, max;
+	size_t		 len;
 
 	while (s->wait == W_NONE && s->state != S_QUIT) {
-		max = s->state == S_DATA ? SMTPD_MAXLINESIZE : SMTPD_MAXCMDSIZE;
 		line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF);
 		if (line == NULL) {
-			if (evbuffer_get_length(in) >= max)
-				line_too_long(s);
+			if (evbuffer_get_length(in) >= SMTPD_MAXLINESIZE)
+				line_too_long(s, "Line");
 			return;
 		}
-		if (len >= max) {
+		if (len >= SMTPD_MAXLINESIZE || (s->state != S_DATA &&
+		    len >= SMTPD_MAXCMDSIZE)) {
 			free(line);
-			line_too_long(s);
+			line_too_long(s, len >= SMTPD_MAXLINESIZE ? "Line" :
+			    "Command line");
 			return;
 		}
 		if (s->state == S_DATA) {
@@ -794,6 +798,8 @@ smtp_session_accept(int fd, const struct listener *l)
 	nsessions++;
 	bufferevent_setcb(s->bev, smtp_on_read, smtp_on_write, smtp_on_event,
 	    s);
+	/* Bounds what a client can push while a command waits for an answer. */
+	bufferevent_setwatermark(s->bev, EV_READ, 0, 2 * SMTPD_MAXLINESIZE);
 	bufferevent_enable(s->bev, EV_READ);
 	smtp_touch(s);
 	log_info("%016" PRIx64 " smtp connected address=%s host=<unknown>",

@@ -296,21 +296,81 @@ fork_roles(void)
 
 /* -------------------------------------------------------- parent events */
 
+#define SHUTDOWN_DELIVERY_WAIT	30	/* seconds for running deliveries */
+#define SHUTDOWN_QUEUE_WAIT	10
+
+/* Reaps children until none of `want` is left or the deadline passes. */
+static void
+reap_until(time_t deadline, int (*done)(void))
+{
+	sigset_t	 set;
+	struct timespec	 ts = { 1, 0 };
+	pid_t		 pid;
+	int		 status;
+	enum smtpd_role	 r;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	for (;;) {
+		while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+			for (r = ROLE_CONTROL; r < ROLE_MAX; r++)
+				if (role_pid[r] == pid)
+					role_pid[r] = 0;
+			mda_child_exited(pid, status);
+		}
+		if (done() || time(NULL) >= deadline)
+			return;
+		/* Woken by the next SIGCHLD, or once a second. */
+		sigtimedwait(&set, NULL, &ts);
+	}
+}
+
+static int
+deliveries_done(void)
+{
+	return mda_running() == 0;
+}
+
+static int
+queue_done(void)
+{
+	return role_pid[ROLE_QUEUE] == 0;
+}
+
+/*
+ * Orderly: stop taking mail, let running deliveries finish and report to
+ * the queue, then tell the queue to exit after it has recorded them, so a
+ * stop never causes a delivered message to be delivered again.
+ */
 static void
 shutdown_roles(int code)
 {
 	enum smtpd_role	 r;
 
+	if (shutting_down)
+		return;
 	shutting_down = 1;
-	for (r = ROLE_CONTROL; r < ROLE_MAX; r++)
+	for (r = ROLE_CONTROL; r < ROLE_QUEUE; r++)
 		if (role_pid[r] > 0)
 			kill(role_pid[r], SIGTERM);
+	reap_until(time(NULL) + SHUTDOWN_DELIVERY_WAIT, deliveries_done);
+	if (role_pid[ROLE_QUEUE] > 0) {
+		ipc_end(ipc_begin(env.peer[ROLE_QUEUE], IMSG_CTL_SHUTDOWN), -1);
+		if (ipc_flush_sync(env.peer[ROLE_QUEUE]) == -1)
+			kill(role_pid[ROLE_QUEUE], SIGTERM);
+		reap_until(time(NULL) + SHUTDOWN_QUEUE_WAIT, queue_done);
+	}
 	for (r = ROLE_CONTROL; r < ROLE_MAX; r++)
-		if (role_pid[r] > 0)
-			while (waitpid(role_pid[r], NULL, 0) == -1 &&
-			    errno == EINTR)
-				;
-	mda_shutdown();
+		if (role_pid[r] > 0) {
+			log_warnx("smtpd: %s process did not stop, killing it",
+			    role_name(r));
+			kill(role_pid[r], SIGKILL);
+			waitpid(role_pid[r], NULL, 0);
+		}
+	if (mda_running())
+		log_warnx("smtpd: %zu deliveries still running at exit",
+		    mda_running());
 	log_info("smtpd: shutting down");
 	exit(code);
 }
@@ -320,29 +380,33 @@ role_died(enum smtpd_role r, int status)
 {
 	role_pid[r] = 0;
 	if (WIFSIGNALED(status))
-		log_warnx("smtpd: %s process was killed by signal %d,"
-		    " shutting down", role_name(r), WTERMSIG(status));
+		log_warnx("smtpd: %s process was killed by signal %d",
+		    role_name(r), WTERMSIG(status));
 	else
-		log_warnx("smtpd: %s process exited with status %d,"
-		    " shutting down", role_name(r), WEXITSTATUS(status));
-	shutdown_roles(1);
+		log_warnx("smtpd: %s process exited with status %d",
+		    role_name(r), WEXITSTATUS(status));
 }
 
 static void
 on_sigchld(evutil_socket_t sig, short ev, void *arg)
 {
 	pid_t		 pid;
-	int		 status;
+	int		 status, died = 0;
 	enum smtpd_role	 r;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		for (r = ROLE_CONTROL; r < ROLE_MAX; r++)
 			if (role_pid[r] == pid)
 				break;
-		if (r < ROLE_MAX)
+		if (r < ROLE_MAX) {
 			role_died(r, status);
-		else
+			died = 1;
+		} else
 			mda_child_exited(pid, status);
+	}
+	if (died) {
+		log_warnx("smtpd: a process died, shutting down");
+		shutdown_roles(1);
 	}
 }
 

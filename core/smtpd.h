@@ -218,6 +218,7 @@ enum ipc_type {
 	IMSG_MDA_RESULT,		/* evpid, status, text */
 	/* control */
 	IMSG_CTL_VERBOSE,
+	IMSG_CTL_SHUTDOWN,		/* parent -> queue: all results sent */
 	IMSG_MAX
 };
 
@@ -252,6 +253,7 @@ void		 ipc_put_u64(struct ipc_out *, uint64_t);
 void		 ipc_put_str(struct ipc_out *, const char *);	/* NULL ok */
 void		 ipc_put_data(struct ipc_out *, const void *, size_t);
 void		 ipc_end(struct ipc_out *, int fd);
+int		 ipc_flush_sync(struct ipc *);
 /* Readers: fatal on truncated or malformed payloads. */
 uint32_t	 ipc_get_u32(struct ipc_msg *);
 uint64_t	 ipc_get_u64(struct ipc_msg *);
@@ -384,7 +386,7 @@ void	smtp_session_imsg(struct ipc_msg *, enum smtpd_role from);
 int	mda_init(void);			/* loads the methods the config uses */
 void	mda_deliver(struct ipc_msg *);
 void	mda_child_exited(pid_t, int status);
-void	mda_shutdown(void);
+size_t	mda_running(void);
 
 /* control.c: the control socket, bound by the parent. */
 int	control_socket_bind(void);

@@ -111,6 +111,48 @@ def ensure_test_user(name=TEST_USER):
     return pwd.getpwnam(name)
 
 
+_staged = []
+
+
+def module_path():
+    """MODULE_PATH, or, as root when the build tree is out of reach of the
+    unprivileged roles (a checkout under /root, say: roles open their
+    modules after dropping privileges), a world-readable copy of the built
+    modules in the installed layout <dir>/<kind>/<name>.so."""
+    if _staged:
+        return _staged[0]
+    path = MODULE_PATH
+    if IS_ROOT and os.path.isdir(path):
+        probe = None
+        for dirpath, _dirs, files in os.walk(path):
+            probe = probe or next((os.path.join(dirpath, f) for f in files if f.endswith(".so")), None)
+        try:
+            pwd.getpwnam("_smtpq")
+            reachable = probe is None or subprocess.run(
+                ["setpriv", "--reuid=_smtpq", "--regid=_smtpq", "--clear-groups",
+                 "test", "-r", probe], stderr=subprocess.DEVNULL).returncode == 0
+        except (KeyError, OSError):
+            reachable = True
+        if not reachable:
+            stage = tempfile.mkdtemp(prefix="msd-modules-")
+            os.chmod(stage, 0o755)
+            for dirpath, _dirs, files in os.walk(path):
+                if os.path.basename(dirpath) != ".libs":
+                    continue
+                kind = os.path.basename(os.path.dirname(os.path.dirname(dirpath)))
+                for f in files:
+                    if f.endswith(".so") and not os.path.islink(os.path.join(dirpath, f)):
+                        os.makedirs(os.path.join(stage, kind), 0o755, exist_ok=True)
+                        shutil.copy(os.path.join(dirpath, f), os.path.join(stage, kind, f))
+            import atexit
+            atexit.register(shutil.rmtree, stage, True)
+            print("note: %s is out of reach of _smtpq; using a copy of the modules in %s"
+                  % (path, stage))
+            path = stage
+    _staged.append(path)
+    return path
+
+
 def free_port(host="127.0.0.1"):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -397,7 +439,7 @@ class Daemon:
 
     def env(self):
         env = dict(os.environ)
-        env["MODSMTPD_MODULE_PATH"] = MODULE_PATH
+        env["MODSMTPD_MODULE_PATH"] = module_path()
         return env
 
     def start(self, timeout=30):
@@ -620,7 +662,7 @@ class Daemon:
 def run_check(path, extra=()):
     p = subprocess.run([SMTPD, "-n", "-f", path] + list(extra), stdin=subprocess.DEVNULL,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       env=dict(os.environ, MODSMTPD_MODULE_PATH=MODULE_PATH),
+                       env=dict(os.environ, MODSMTPD_MODULE_PATH=module_path()),
                        timeout=30 * SCALE)
     return p.returncode, p.stdout.decode(errors="replace")
 

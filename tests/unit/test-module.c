@@ -523,8 +523,10 @@ test_fs_commit(const struct msd_queue_ops *q, void *inst, const char *spool,
 	ok(tmp && !committed, "the envelope is staged in tmp/");
 	ok(q->message_commit(inst, msgid) == MSD_OK, "message_commit");
 	fs_paths(spool, evpid, &tmp, &committed);
-	ok(!tmp && committed, "the envelope moved to envelope/");
+	ok(tmp && !committed, "a commit waits for the round's flush");
 	ok(q->flush(inst) == MSD_OK, "flush after the commit");
+	fs_paths(spool, evpid, &tmp, &committed);
+	ok(!tmp && committed, "flush moved the envelope to envelope/");
 	*msgidp = msgid;
 	*evpidp = evpid;
 }
