@@ -901,7 +901,7 @@ module_load_file(const char *path, uint32_t kind, const char *name)
 		return NULL;
 	}
 	loaded_add(m);
-	log_debug("module %s: loaded %s module %s %.64s (ABI %u.%u)", path,
+	log_info("module %s: loaded %s module %s %.64s (ABI %u.%u)", path,
 	    module_kind_name(m->desc.kind), m->desc.name,
 	    m->desc.version ? m->desc.version : "", m->desc.abi_major,
 	    m->desc.abi_minor);

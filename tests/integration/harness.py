@@ -20,6 +20,7 @@ delivers as the system user "msdtest"; as another user everything runs as
 that user and the action has no "user" option.
 """
 
+import atexit
 import email.utils
 import os
 import pwd
@@ -144,7 +145,6 @@ def module_path():
                     if f.endswith(".so") and not os.path.islink(os.path.join(dirpath, f)):
                         os.makedirs(os.path.join(stage, kind), 0o755, exist_ok=True)
                         shutil.copy(os.path.join(dirpath, f), os.path.join(stage, kind, f))
-            import atexit
             atexit.register(shutil.rmtree, stage, True)
             print("note: %s is out of reach of _smtpq; using a copy of the modules in %s"
                   % (path, stage))
