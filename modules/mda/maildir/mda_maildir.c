@@ -218,6 +218,21 @@ md_make(struct delivery *dl, const char *dir)
 	size_t	 i;
 	int	 created, any = 0;
 
+	/*
+	 * The usual case is a maildir that exists: stat takes no directory
+	 * lock, while mkdir would serialise concurrent deliveries on it.
+	 */
+	for (i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+		struct stat sb;
+
+		if (snprintf(path, sizeof(path), "%s/%s", dir, subs[i]) >=
+		    (int)sizeof(path))
+			return md_error(dl, "maildir: path too long");
+		if (stat(path, &sb) == -1 || !S_ISDIR(sb.st_mode))
+			break;
+	}
+	if (i == sizeof(subs) / sizeof(subs[0]))
+		return MSD_OK;
 	memcpy(path, dir, sizeof(path));
 	if (mkdir_parents(path, &created) == -1)
 		return md_fail(dl, "cannot create", dir);
