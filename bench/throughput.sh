@@ -50,7 +50,7 @@ EOF
 	export SMTPD_BIN=$BIN SMTPD_NAME=modsmtpd
 	export SMTPD_ARGS='-d -f @CONF@ -s @SPOOL@'
 	export SMTPD_CONF_ACCEPT=$work/accept.conf SMTPD_CONF_IDLE=$work/idle.conf
-	export MODSMTPD_MODULE_PATH=$BUILDDIR/modules
+	export MODSMTPD_MODULE_PATH=$(msd_module_dir "$BUILDDIR" "$work/modules")
 	export RESULTS=${RESULTS:-$work/raw.jsonl}
 	export TAG=${TAG:-msd-$(date +%Y%m%dT%H%M%S)} N
 	for s in ${PEERS:-postfix opensmtpd-bl custom}; do
@@ -63,6 +63,10 @@ EOF
 	exit 0
 fi
 
+# Outside the sandbox: apt needs the network.
+msd_install_pkgs postfix python3 iproute2 util-linux
+[ -x "$SMTP_SOURCE" ] || msd_die "no $SMTP_SOURCE (Debian package postfix)"
+
 # ------------------------------------------------------------- sandbox
 if msd_is_root && [ "${MSD_BENCH_NETNS:-0}" != 1 ] && [ "${MSD_NO_NETNS:-0}" != 1 ]; then
 	export MSD_BENCH_NETNS=1
@@ -72,8 +76,6 @@ if [ "${MSD_BENCH_NETNS:-0}" = 1 ]; then
 	ip link set lo up
 fi
 
-msd_install_pkgs postfix python3
-[ -x "$SMTP_SOURCE" ] || msd_die "no $SMTP_SOURCE (Debian package postfix)"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # The spool and Maildir live on the same disk the peers used (/var/tmp).
@@ -108,7 +110,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-MODSMTPD_MODULE_PATH=$BUILDDIR/modules "$BIN" -d -f "$work/smtpd.conf" -s "$work/spool" \
+MODSMTPD_MODULE_PATH=$(msd_module_dir "$BUILDDIR" "$work/modules") "$BIN" -d -f "$work/smtpd.conf" -s "$work/spool" \
 	>"$work/smtpd.log" 2>&1 &
 pid=$!
 

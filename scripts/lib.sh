@@ -51,10 +51,9 @@ msd_install_pkgs() {
 		debconf-set-selections 2>/dev/null || true
 	local rc=0
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -q || rc=$?
-	if [ "$rc" = 0 ]; then
-		apt-get install -y -q --no-install-recommends "${missing[@]}" || rc=$?
-	fi
+	# A failing third-party source must not stop us: try the install anyway.
+	apt-get update -q || msd_log "apt-get update failed (exit $?); installing anyway"
+	apt-get install -y -q --no-install-recommends "${missing[@]}" || rc=$?
 	[ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
 	[ "$rc" = 0 ] || msd_die "apt-get failed (exit $rc)"
 	# If the package started postfix anyway (no policy-rc.d honoured), stop it:
@@ -129,4 +128,31 @@ msd_needs_build() {
 	[ -f "$1/modules/mda/maildir/.libs/maildir.so" ] || return 0
 	[ -f "$1/Makefile" ] || return 0
 	return 1
+}
+
+# msd_as USER SCRIPT ARGS... : true when USER can do what the sh SCRIPT does.
+msd_as() {
+	setpriv --reuid="$1" --regid="$1" --init-groups sh -c "$2" sh "${@:3}" 2>/dev/null
+}
+
+# msd_module_dir BUILDDIR STAGE : prints the module directory to use.  As
+# root, when _smtpq cannot read BUILDDIR's modules (a checkout under /root:
+# the roles open modules after dropping privileges), copies them to STAGE in
+# the installed layout <kind>/<name>.so and prints STAGE.
+msd_module_dir() {
+	local builddir=$1 stage=$2 so kind probe=
+	for so in "$builddir"/modules/*/*/.libs/*.so; do
+		[ -f "$so" ] && probe=$so && break
+	done
+	if ! msd_is_root || [ -z "$probe" ] || msd_as _smtpq 'test -r "$1"' "$probe"; then
+		echo "$builddir/modules"
+		return
+	fi
+	rm -rf "$stage"
+	for so in "$builddir"/modules/*/*/.libs/*.so; do
+		[ -f "$so" ] || continue
+		kind=$(basename "$(dirname "$(dirname "$(dirname "$so")")")")
+		install -D -o root -g root -m 0755 "$so" "$stage/$kind/$(basename "$so")"
+	done
+	echo "$stage"
 }

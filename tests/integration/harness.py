@@ -688,10 +688,23 @@ def spool_envelopes(spool):
 
 # ----------------------------------------------------------------- runner
 
+SANITIZER = re.compile(r"runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer|"
+                       r"SUMMARY: (?:Address|UndefinedBehavior|Leak)Sanitizer")
+
+
+def sanitizer_reports(text):
+    """Lines of ASan/UBSan reports in a log (a finding in a role that
+    survives it must still fail the test)."""
+    return [l for l in text.splitlines() if SANITIZER.search(l)]
+
+
 def run_checks(checks):
     """Runs each check (a function); prints ok/FAILED per check with the
     reason and the logs of the daemons it started; exits 0 or 1."""
     sandbox()
+    # A time limit (tests/run uses timeout(1)) must not leave daemons behind.
+    atexit.register(lambda: [d.kill() for d in _daemons])
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))
     failed = []
     for fn in checks:
         name = fn.__name__
@@ -713,6 +726,13 @@ def run_checks(checks):
         mine = _daemons[start:]
         for d in mine:
             d.kill()
+        reports = [r for d in mine if os.path.exists(d.log)
+                   for r in sanitizer_reports(d.log_text())]
+        if ok and reports:
+            ok = False
+            failed.append(name)
+            print("FAILED %s: sanitizer reports in the daemon's log:\n  %s"
+                  % (name, "\n  ".join(reports[:20])))
         if ok:
             print("ok %s (%.1fs)" % (name, time.monotonic() - t0))
             if os.environ.get("MSD_KEEP") != "1":
