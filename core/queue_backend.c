@@ -22,17 +22,9 @@ queue_backend_init(const char *name)
 
 	if ((qmod = module_load(MSD_KIND_QUEUE, name)) == NULL)
 		return -1;
+	/* The loader refused modules that lack a mandatory operation. */
 	ops = module_ops(qmod, sizeof(qops));
 	memcpy(&qops, ops, sizeof(qops));
-	if (qops.open == NULL || qops.message_create == NULL ||
-	    qops.message_commit == NULL || qops.message_delete == NULL ||
-	    qops.message_fd_r == NULL || qops.envelope_create == NULL ||
-	    qops.envelope_delete == NULL || qops.envelope_update == NULL ||
-	    qops.envelope_walk == NULL || qops.message_walk == NULL) {
-		log_warnx("queue: module %s lacks mandatory operations",
-		    qmod->path);
-		return -1;
-	}
 	if (qmod->desc.init && qmod->desc.init(qmod->host) != MSD_OK) {
 		log_warnx("queue: module %s failed to initialise", qmod->path);
 		return -1;
