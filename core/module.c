@@ -429,6 +429,12 @@ host_env_get(const msd_envelope *me, uint32_t field)
 		return me->ev->src;
 	case MSD_ENV_HOSTNAME:
 		return me->ev->hostname;
+	case MSD_ENV_CREATION: {
+		static char	 buf[24];
+
+		snprintf(buf, sizeof(buf), "%lld", (long long)me->ev->creation);
+		return buf;
+	}
 	default:
 		return NULL;	/* unknown field id */
 	}

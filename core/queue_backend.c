@@ -113,9 +113,10 @@ remove_orphans(uint32_t *ids, size_t n)
 	void		*cookie = NULL;
 	uint32_t	 msgid;
 
-	qsort(ids, n, sizeof(*ids), cmp_u32);
+	if (n > 0)
+		qsort(ids, n, sizeof(*ids), cmp_u32);
 	while (qops.message_walk(qinst, &cookie, &msgid) == MSD_OK) {
-		if (bsearch(&msgid, ids, n, sizeof(*ids), cmp_u32))
+		if (n > 0 && bsearch(&msgid, ids, n, sizeof(*ids), cmp_u32))
 			continue;
 		log_info("queue: removing uncommitted message %08" PRIx32,
 		    msgid);

@@ -326,9 +326,15 @@ reap_until(time_t deadline, int (*done)(void))
 	}
 }
 
+/* Roles that take new work are gone and running deliveries finished. */
 static int
-deliveries_done(void)
+front_done(void)
 {
+	enum smtpd_role	 r;
+
+	for (r = ROLE_CONTROL; r < ROLE_QUEUE; r++)
+		if (role_pid[r] > 0)
+			return 0;
 	return mda_running() == 0;
 }
 
@@ -354,7 +360,7 @@ shutdown_roles(int code)
 	for (r = ROLE_CONTROL; r < ROLE_QUEUE; r++)
 		if (role_pid[r] > 0)
 			kill(role_pid[r], SIGTERM);
-	reap_until(time(NULL) + SHUTDOWN_DELIVERY_WAIT, deliveries_done);
+	reap_until(time(NULL) + SHUTDOWN_DELIVERY_WAIT, front_done);
 	if (role_pid[ROLE_QUEUE] > 0) {
 		ipc_end(ipc_begin(env.peer[ROLE_QUEUE], IMSG_CTL_SHUTDOWN), -1);
 		if (ipc_flush_sync(env.peer[ROLE_QUEUE]) == -1)

@@ -11,7 +11,8 @@
  *   1.0  2026-11-22  first ABI: descriptor, host services, table/queue/mda/
  *                    filter kinds, queue and mda ops.
  *   1.1  2026-11-22  msd_module.description; msd_host.query for named
- *                    extension interfaces; msd_queue_ops.flush (group commit).
+ *                    extension interfaces; msd_queue_ops.flush (group commit);
+ *                    envelope field MSD_ENV_CREATION.
  */
 #ifndef MSD_VERSION_H
 #define MSD_VERSION_H

@@ -694,6 +694,14 @@ test_maildir(void)
 	    delivered(md, big, biglen), "a 300 KiB message is copied verbatim");
 	free(big);
 
+	/* A delivery repeated after a crash finds the first copy. */
+	e.id = 0x1234567800abcdefULL;
+	e.creation = 1700000000;
+	ok(deliver(msgtext, strlen(msgtext), &me, &res) == MSD_OK &&
+	    deliver(msgtext, strlen(msgtext), &me, &res) == MSD_OK &&
+	    delivered(md, msgtext, strlen(msgtext)),
+	    "the same envelope delivered twice leaves one copy");
+
 	me.mda_arg = "";
 	mkpath(path, sizeof(path), "%s/Maildir", root);
 	ok(deliver(msgtext, strlen(msgtext), &me, &res) == MSD_OK &&

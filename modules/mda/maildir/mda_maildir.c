@@ -273,15 +273,39 @@ md_hostname(char *out, size_t size)
 	out[o] = '\0';
 }
 
+/*
+ * The name in new/ is derived from the envelope, "<queued>.E<evpid>.<host>",
+ * so a delivery repeated after a crash (the queue never heard of the first
+ * one) finds its earlier copy instead of adding a second.  The tmp/ name
+ * stays unique per attempt.
+ */
+static int
+md_names(struct delivery *dl, const msd_envelope *ev, const char *host)
+{
+	const char	*id = dl->host->env_get(ev, MSD_ENV_ID);
+	const char	*when = dl->host->env_get(ev, MSD_ENV_CREATION);
+	int		 n;
+
+	if (id == NULL || id[0] == '\0' || when == NULL || when[0] == '\0')
+		return 0;
+	n = snprintf(dl->new, sizeof(dl->new), "%s/new/%s.E%s.%s", dl->dir,
+	    when, id, host);
+	if (n < 0 || (size_t)n >= sizeof(dl->new))
+		return md_error(dl, "maildir: path too long");
+	return 1;
+}
+
 /* Creates tmp/<sec.MusecPpid_counter.host> exclusively. */
 static int
-md_create(struct delivery *dl)
+md_create(struct delivery *dl, const msd_envelope *ev)
 {
 	char		 host[256 * 4 + 1], name[NAME_MAX + 1];
 	struct timeval	 tv;
-	int		 fd, i, n;
+	int		 fd, i, n, named;
 
 	md_hostname(host, sizeof(host));
+	if ((named = md_names(dl, ev, host)) == MSD_TEMPFAIL)
+		return -1;
 	for (i = 0; i < MD_NAME_TRIES; i++) {
 		gettimeofday(&tv, NULL);
 		n = snprintf(name, sizeof(name), "%lld.M%ldP%ld_%u.%s",
@@ -289,9 +313,9 @@ md_create(struct delivery *dl)
 		    md_counter++, host);
 		if (n < 0 || (size_t)n >= sizeof(name) ||
 		    snprintf(dl->tmp, sizeof(dl->tmp), "%s/tmp/%s", dl->dir,
-		    name) >= (int)sizeof(dl->tmp) ||
+		    name) >= (int)sizeof(dl->tmp) || (!named &&
 		    snprintf(dl->new, sizeof(dl->new), "%s/new/%s", dl->dir,
-		    name) >= (int)sizeof(dl->new)) {
+		    name) >= (int)sizeof(dl->new))) {
 			md_error(dl, "maildir: path too long");
 			return -1;
 		}
@@ -356,13 +380,19 @@ static int
 md_publish(struct delivery *dl)
 {
 	char	 newdir[PATH_MAX];
+	int	 earlier = 0;
 
 	if (snprintf(newdir, sizeof(newdir), "%s/new", dl->dir) >=
 	    (int)sizeof(newdir))
 		return md_error(dl, "maildir: path too long");
 	if (link(dl->tmp, dl->new) == 0)
 		unlink(dl->tmp);
-	else if (errno == EPERM || errno == EXDEV || errno == ENOSYS ||
+	else if (errno == EEXIST) {
+		/* Delivered before a crash: keep that copy, drop this one. */
+		dl->host->log(MSD_LOG_INFO, "%s already delivered", dl->new);
+		unlink(dl->tmp);
+		earlier = 1;
+	} else if (errno == EPERM || errno == EXDEV || errno == ENOSYS ||
 	    errno == EOPNOTSUPP || errno == EMLINK) {
 		if (rename(dl->tmp, dl->new) == -1)
 			return md_fail(dl, "cannot rename into", dl->new);
@@ -371,18 +401,20 @@ md_publish(struct delivery *dl)
 	/* Not durable: take it back so the retry does not duplicate it. */
 	if (fsync_dir(newdir) == -1) {
 		md_fail(dl, "cannot fsync", newdir);
-		unlink(dl->new);
+		if (!earlier)
+			unlink(dl->new);
 		return MSD_TEMPFAIL;
 	}
 	return MSD_OK;
 }
 
 static int
-md_store(struct delivery *dl, int in, char *buf, size_t len)
+md_store(struct delivery *dl, const msd_envelope *ev, int in, char *buf,
+    size_t len)
 {
 	int	 out, r;
 
-	if ((out = md_create(dl)) == -1)
+	if ((out = md_create(dl, ev)) == -1)
 		return MSD_TEMPFAIL;
 	r = md_copy(dl, out, in, buf, len);
 	if (close(out) == -1 && r == MSD_OK)
@@ -430,7 +462,7 @@ md_deliver(const struct msd_host *host, int fd, const msd_envelope *ev,
 		}
 	}
 	if (r == MSD_OK)
-		r = md_store(&dl, fd, buf, (size_t)len);
+		r = md_store(&dl, ev, fd, buf, (size_t)len);
 	free(buf);
 	return r;
 }
