@@ -38,6 +38,52 @@ static const char *method_names[] = {
 #define NMETHODS	(sizeof(method_names) / sizeof(method_names[0]))
 static struct module	*methods[NMETHODS];
 
+/*
+ * Supplementary groups of delivery users, cached: initgroups() in every
+ * delivery child asks every NSS source (systemd's among them) per message.
+ * A change to /etc/group reaches deliveries within GROUP_CACHE_TTL.
+ */
+#define GROUP_CACHE_SIZE	32
+#define GROUP_CACHE_TTL		60
+#define GROUP_MAX		256
+
+struct group_entry {
+	uid_t	 uid;
+	gid_t	 gid;
+	time_t	 expires;
+	int	 ngroups;
+	gid_t	 groups[GROUP_MAX];
+};
+static struct group_entry group_cache[GROUP_CACHE_SIZE];
+
+static const struct group_entry *
+user_groups(const struct passwd *pw)
+{
+	struct group_entry *e, *victim = &group_cache[0];
+	time_t		 now = time(NULL);
+	size_t		 i;
+
+	for (i = 0; i < GROUP_CACHE_SIZE; i++) {
+		e = &group_cache[i];
+		if (e->expires > now && e->uid == pw->pw_uid &&
+		    e->gid == pw->pw_gid)
+			return e;
+		if (e->expires < victim->expires)
+			victim = e;
+	}
+	victim->ngroups = GROUP_MAX;
+	if (getgrouplist(pw->pw_name, pw->pw_gid, victim->groups,
+	    &victim->ngroups) == -1) {
+		log_warnx("mda: user %s is in more than %d groups, using the"
+		    " first ones", pw->pw_name, GROUP_MAX);
+		victim->ngroups = GROUP_MAX;
+	}
+	victim->uid = pw->pw_uid;
+	victim->gid = pw->pw_gid;
+	victim->expires = now + GROUP_CACHE_TTL;
+	return victim;
+}
+
 int
 mda_init(void)
 {
@@ -157,8 +203,8 @@ child_report(int fd, char status, const char *text)
 
 static void __attribute__((noreturn))
 child_run(struct module *mod, int msgfd, int pipefd,
-    const struct envelope *ev, const struct passwd *pw, const char *path,
-    const struct action *a)
+    const struct envelope *ev, const struct passwd *pw,
+    const struct group_entry *grp, const char *path, const struct action *a)
 {
 	const struct msd_mda_ops *ops;
 	struct msd_envelope	 menv;
@@ -171,7 +217,7 @@ child_run(struct module *mod, int msgfd, int pipefd,
 	signal(SIGHUP, SIG_DFL);
 	signal(SIGPIPE, SIG_DFL);
 	if (env.privileged &&
-	    (initgroups(pw->pw_name, pw->pw_gid) == -1 ||
+	    (setgroups(grp->ngroups, grp->groups) == -1 ||
 	    setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) == -1 ||
 	    setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) == -1)) {
 		child_report(pipefd, 'T', "cannot switch to the user");
@@ -224,6 +270,7 @@ mda_deliver(struct ipc_msg *m)
 {
 	struct envelope		 ev;
 	const struct passwd	*pw;
+	const struct group_entry *grp;
 	struct action		*a;
 	struct mda_child	*c;
 	char			 path[PATH_MAX];
@@ -260,6 +307,7 @@ mda_deliver(struct ipc_msg *m)
 		send_result(evpid, DELIVERY_TEMPFAIL, "pipe failed");
 		return;
 	}
+	grp = env.privileged ? user_groups(pw) : NULL;
 	c = xcalloc(1, sizeof(*c));
 	c->ev = ev;
 	msd_strlcpy(c->user, pw->pw_name, sizeof(c->user));
@@ -273,7 +321,8 @@ mda_deliver(struct ipc_msg *m)
 		return;
 	case 0:
 		close(p[0]);
-		child_run(methods[a->method], m->fd, p[1], &ev, pw, path, a);
+		child_run(methods[a->method], m->fd, p[1], &ev, pw, grp, path,
+		    a);
 	default:
 		break;
 	}
