@@ -135,10 +135,16 @@ match from any !for domain "example.com" reject
     expect_error(p, 9)
 
 
+def test_shipped_examples():
+    """examples/smtpd.conf, which the README points newcomers to, is valid"""
+    expect_ok(os.path.join(h.ROOT, "examples", "smtpd.conf"))
+
+
 if __name__ == "__main__":
     try:
         h.run_checks([test_typo_keyword, test_typo_in_argument, test_undefined_action,
-                      test_error_in_included_file, test_good_minimal, test_good_full_subset])
+                      test_error_in_included_file, test_good_minimal, test_good_full_subset,
+                      test_shipped_examples])
     finally:
         if _tmp and os.environ.get("MSD_KEEP") != "1":
             shutil.rmtree(_tmp[0], ignore_errors=True)
