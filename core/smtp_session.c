@@ -79,6 +79,7 @@ struct smtp_session {
 	FILE			*ofile;
 	size_t			 datalen;
 	int			 dataflags;
+	int			 data_errno;	/* why writing failed */
 	int			 in_headers;
 	int			 nreceived;
 };
@@ -515,8 +516,10 @@ data_line(struct smtp_session *s, char *line, size_t len)
 	if (s->dataflags)
 		return;
 	if (fwrite(line, 1, len, s->ofile) != len ||
-	    putc('\n', s->ofile) == EOF)
+	    putc('\n', s->ofile) == EOF) {
 		s->dataflags |= DATA_IOERR;
+		s->data_errno = errno;
+	}
 }
 
 static void
@@ -527,23 +530,30 @@ data_end(struct smtp_session *s)
 	size_t		 i;
 	int		 err;
 
+	errno = 0;
 	err = fflush(s->ofile) == EOF || ferror(s->ofile);
 	if (fclose(s->ofile) == EOF)
 		err = 1;
 	s->ofile = NULL;
-	if (err)
+	if (err && !(s->dataflags & DATA_IOERR)) {
 		s->dataflags |= DATA_IOERR;
+		s->data_errno = errno;
+	}
 	if (s->dataflags) {
+		const char *reply;
+
 		if (s->dataflags & DATA_IOERR)
-			smtp_reply(s, "421 4.0.0 Temporary failure");
+			reply = "421 4.0.0 Temporary failure";
 		else if (s->dataflags & DATA_LOOP)
-			smtp_reply(s, "500 5.4.6 Routing loop detected: Loop"
-			    " detected");
+			reply = "500 5.4.6 Routing loop detected: Loop detected";
 		else
-			smtp_reply(s, "554 5.3.4 Message too big for system:"
-			    " Transaction failed, message too big");
-		log_info("%016" PRIx64 " smtp message msgid=%08" PRIx32
-		    " refused flags=%d", s->id, s->msgid, s->dataflags);
+			reply = "554 5.3.4 Message too big for system: "
+			    "Transaction failed, message too big";
+		log_info("%016" PRIx64 " smtp failed-command command=\"DATA\""
+		    " msgid=%08" PRIx32 " result=\"%s\"%s%s", s->id, s->msgid,
+		    reply, s->dataflags & DATA_IOERR ? " error=" : "",
+		    s->dataflags & DATA_IOERR ? strerror(s->data_errno) : "");
+		smtp_reply(s, "%s", reply);
 		i = s->dataflags & DATA_IOERR;
 		smtp_tx_reset(s);
 		if (i)
