@@ -8,6 +8,7 @@
  * a half-working server (accepting mail that nothing will deliver) is worse
  * than a stopped one that a supervisor restarts.
  */
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -116,6 +117,47 @@ check_users(void)
 		    CHROOTDIR);
 		exit(1);
 	}
+}
+
+/*
+ * Two daemons on one spool would each take the other's messages in
+ * progress for orphans: the first one holds a lock for its lifetime (its
+ * children share it, so it lasts until the last of them is gone).
+ */
+static int	 lock_fd = -1;
+
+static void
+lock_write_pid(void)
+{
+	char	 buf[32];
+	int	 n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+
+	if (ftruncate(lock_fd, 0) == -1 || pwrite(lock_fd, buf, n, 0) != n)
+		log_warn("%s/smtpd.lock", env.spool);
+}
+
+static void
+lock_spool(void)
+{
+	char	 path[PATH_MAX], buf[32];
+	int	 fd, n;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/smtpd.lock", env.spool) >=
+	    sizeof(path))
+		fatalx("spool path too long");
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) == -1)
+		fatal("%s", path);
+	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+		n = read(fd, buf, sizeof(buf) - 1);
+		buf[n > 0 ? n : 0] = '\0';
+		buf[strcspn(buf, "\n")] = '\0';
+		fprintf(stderr, "smtpd: spool %s is in use by another smtpd"
+		    " (pid %s)\n", env.spool, buf[0] ? buf : "unknown");
+		exit(1);
+	}
+	/* Kept open on purpose: the lock lives as long as the daemon. */
+	lock_fd = fd;
+	lock_write_pid();
 }
 
 /* The queue role owns the spool; everyone else stays out of it. */
@@ -557,6 +599,7 @@ main(int argc, char *argv[])
 	if (mda_init() == -1)
 		exit(1);
 	setup_spool();
+	lock_spool();
 	if (control_socket_bind() == -1)
 		log_warnx("smtpd: running without a control socket");
 	bind_listeners();
@@ -564,6 +607,7 @@ main(int argc, char *argv[])
 		if (daemon(0, 0) == -1)
 			fatal("daemon");
 		log_init(0, verbose);
+		lock_write_pid();
 	}
 	env.foreground = debug;
 	parent_run();

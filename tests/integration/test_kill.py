@@ -82,7 +82,25 @@ def make_check(role, n):
     return check
 
 
+def test_second_daemon_refused():
+    """a second smtpd on the same spool refuses to start and names the first"""
+    d = h.Daemon("lock").start()
+    second = h.Daemon("lock2")
+    second.spool = d.spool
+    try:
+        second.start(timeout=10)
+    except AssertionError:
+        pass
+    else:
+        raise AssertionError("a second smtpd started on spool %s" % d.spool)
+    want = "smtpd: spool %s is in use by another smtpd (pid %d)" % (d.spool, d.pid)
+    assert want in second.log_text(), "expected %r in:\n%s" % (want, second.log_tail(10))
+    assert d.running(), "the first daemon did not survive the attempt"
+    assert d.stop() == 0
+
+
 CHECKS = [make_check(r, n) for n, r in enumerate(h.ROLES + ("parent",))]
+CHECKS.append(test_second_daemon_refused)
 
 if __name__ == "__main__":
     h.run_checks(CHECKS)
