@@ -75,6 +75,7 @@ static const char *ipc_names[IMSG_MAX] = {
 	[IMSG_QUEUE_ROLLBACK] = "QUEUE_ROLLBACK",
 	[IMSG_MDA_DELIVER] = "MDA_DELIVER",
 	[IMSG_MDA_RESULT] = "MDA_RESULT",
+	[IMSG_MDA_WORK] = "MDA_WORK",
 	[IMSG_CTL_VERBOSE] = "CTL_VERBOSE",
 	[IMSG_CTL_SHUTDOWN] = "CTL_SHUTDOWN",
 };
@@ -111,6 +112,12 @@ ipc_new(int fd, const char *peer, ipc_handler *handler, void *arg)
 		event_add(ipc->ev_read, NULL);
 	}
 	return ipc;
+}
+
+int
+ipc_fd(struct ipc *ipc)
+{
+	return ipc->fd;
 }
 
 const char *

@@ -2,13 +2,16 @@
  * mda.c - local delivery, run by the parent (root when privileged).
  *
  * For each envelope the queue hands over (with the message descriptor),
- * the parent resolves the action and the user, forks a child that drops to
- * that user and runs the delivery method's module, and reports the result
- * back to the queue.  The child tells its result through a pipe before it
- * exits; an exit without a result is a temporary failure, so a crashing
- * method never loses mail.
+ * the parent resolves the action and the user and passes the work to a
+ * delivery worker (mda_worker.c) that runs as that user; the result goes
+ * back to the queue.  Workers are kept per user and method, up to
+ * WORKERS_PER_USER of them so one busy mailbox still gets parallel
+ * deliveries, and closed after WORKER_IDLE seconds without work.  A worker
+ * that dies fails its deliveries temporarily, so a crashing method never
+ * loses mail.
  */
 #include <sys/types.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include <errno.h>
@@ -21,16 +24,39 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "smtpd.h"
 
-struct mda_child {
-	TAILQ_ENTRY(mda_child)	 entry;
-	pid_t			 pid;
-	int			 pipefd;
+#define WORKERS_PER_USER	4
+#define WORKERS_MAX		64
+#define WORKER_IDLE		10	/* seconds */
+
+struct mda_job {
+	TAILQ_ENTRY(mda_job)	 entry;
 	struct envelope		 ev;
-	char			 user[64];
 };
-TAILQ_HEAD(, mda_child) children = TAILQ_HEAD_INITIALIZER(children);
+TAILQ_HEAD(joblist, mda_job);
+
+struct mda_worker {
+	TAILQ_ENTRY(mda_worker)	 entry;
+	pid_t			 pid;
+	uid_t			 uid;
+	gid_t			 gid;
+	int			 method;
+	char			 user[64];
+	struct ipc		*work;		/* frames to the worker */
+	struct event		*ev_result;	/* its result lines */
+	int			 resfd;
+	char			 rbuf[MDA_RESULT_MAX];
+	size_t			 rlen;
+	struct joblist		 jobs;		/* sent, not yet answered */
+	size_t			 njobs;
+	time_t			 idle_since;
+};
+TAILQ_HEAD(, mda_worker) workers = TAILQ_HEAD_INITIALIZER(workers);
+static size_t		 nworkers;
+static struct event	*idle_timer;
 
 static const char *method_names[] = {
 	[A_MAILDIR] = "maildir",
@@ -184,69 +210,6 @@ expand_path(const char *in, const struct envelope *ev,
 	return out[0] == '/' ? 0 : -1;
 }
 
-/* ------------------------------------------------------------ the child */
-
-static void
-child_report(int fd, char status, const char *text)
-{
-	char	 buf[600];
-	int	 n;
-
-	n = snprintf(buf, sizeof(buf), "%c%s", status, text);
-	if (n < 0)
-		_exit(1);
-	if ((size_t)n >= sizeof(buf))
-		n = sizeof(buf) - 1;
-	if (write(fd, buf, n) != n)
-		_exit(1);
-}
-
-static void __attribute__((noreturn))
-child_run(struct module *mod, int msgfd, int pipefd,
-    const struct envelope *ev, const struct passwd *pw,
-    const struct group_entry *grp, const char *path, const struct action *a)
-{
-	const struct msd_mda_ops *ops;
-	struct msd_envelope	 menv;
-	struct msd_result	 res;
-	int			 r;
-
-	signal(SIGCHLD, SIG_DFL);
-	signal(SIGTERM, SIG_DFL);
-	signal(SIGINT, SIG_DFL);
-	signal(SIGHUP, SIG_DFL);
-	signal(SIGPIPE, SIG_DFL);
-	if (env.privileged &&
-	    (setgroups(grp->ngroups, grp->groups) == -1 ||
-	    setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) == -1 ||
-	    setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) == -1)) {
-		child_report(pipefd, 'T', "cannot switch to the user");
-		_exit(0);
-	}
-	if (chdir(pw->pw_dir) == -1 && chdir("/") == -1)
-		_exit(1);
-	memset(&menv, 0, sizeof(menv));
-	menv.ev = ev;
-	menv.user = pw->pw_name;
-	menv.homedir = pw->pw_dir;
-	menv.mda_arg = path;
-	menv.junk = a->junk;
-	memset(&res, 0, sizeof(res));
-	ops = module_ops(mod, sizeof(*ops));
-	if (ops->deliver == NULL ||
-	    (mod->desc.init && mod->desc.init(mod->host) != MSD_OK)) {
-		child_report(pipefd, 'T', "delivery method failed to start");
-		_exit(0);
-	}
-	r = ops->deliver(mod->host, msgfd, &menv, &res);
-	if (r == MSD_OK)
-		child_report(pipefd, 'O', "Delivered");
-	else
-		child_report(pipefd, r == MSD_PERMFAIL ? 'P' : 'T',
-		    res.failed ? res.error : "delivery failed");
-	_exit(0);
-}
-
 /* ----------------------------------------------------------- the parent */
 
 static const struct passwd *
@@ -265,18 +228,256 @@ delivery_user(const struct action *a, const struct envelope *ev)
 	return getpwnam(user);
 }
 
+static void
+log_delivery(const struct mda_job *j, const char *user, char status,
+    const char *stat)
+{
+	log_info("%016" PRIx64 " mda delivery evpid=%016" PRIx64 " from=<%s>"
+	    " to=<%s> rcpt=<%s> user=%s delay=%llds result=%s stat=%s",
+	    j->ev.id, j->ev.id, j->ev.sender, j->ev.dest, j->ev.rcpt, user,
+	    (long long)(time(NULL) - j->ev.creation),
+	    status == 'O' ? "Ok" : status == 'P' ? "PermFail" : "TempFail",
+	    stat);
+}
+
+static void
+job_done(struct mda_worker *w, struct mda_job *j, char status,
+    const char *text)
+{
+	TAILQ_REMOVE(&w->jobs, j, entry);
+	if (--w->njobs == 0)
+		w->idle_since = time(NULL);
+	log_delivery(j, w->user, status, text);
+	send_result(j->ev.id, status == 'O' ? DELIVERY_OK :
+	    status == 'P' ? DELIVERY_PERMFAIL : DELIVERY_TEMPFAIL, text);
+	free(j);
+}
+
+/* Stops sending work and forgets the worker; it exits on EOF. */
+static void
+worker_close(struct mda_worker *w, const char *why)
+{
+	struct mda_job	*j;
+
+	while ((j = TAILQ_FIRST(&w->jobs)))
+		job_done(w, j, 'T', why);
+	TAILQ_REMOVE(&workers, w, entry);
+	nworkers--;
+	ipc_free(w->work);
+	event_free(w->ev_result);
+	close(w->resfd);
+	free(w);
+}
+
+/*
+ * One result line: "<16 hex> <O|T|P><text>".  The worker runs as a user
+ * who could tamper with it, so anything else ends that worker.
+ */
+static int
+worker_line(struct mda_worker *w, char *line)
+{
+	struct mda_job	*j;
+	char		*end;
+	uint64_t	 evpid;
+
+	if (strlen(line) < 18 || line[16] != ' ' ||
+	    (line[17] != 'O' && line[17] != 'T' && line[17] != 'P'))
+		return -1;
+	line[16] = '\0';
+	evpid = strtoull(line, &end, 16);
+	if (*end != '\0')
+		return -1;
+	TAILQ_FOREACH(j, &w->jobs, entry)
+		if (j->ev.id == evpid)
+			break;
+	if (j == NULL)
+		return -1;
+	job_done(w, j, line[17], line + 18);
+	return 0;
+}
+
+/* Reads what the worker reported; returns -1 at EOF or on garbage. */
+static int
+worker_read(struct mda_worker *w)
+{
+	char	*nl;
+	ssize_t	 n;
+
+	for (;;) {
+		n = read(w->resfd, w->rbuf + w->rlen,
+		    sizeof(w->rbuf) - 1 - w->rlen);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && errno == EAGAIN)
+			return 0;
+		if (n <= 0)
+			return -1;
+		w->rlen += n;
+		w->rbuf[w->rlen] = '\0';
+		while ((nl = memchr(w->rbuf, '\n', w->rlen))) {
+			*nl = '\0';
+			if (worker_line(w, w->rbuf) == -1) {
+				log_warnx("mda: worker %d for %s sent a bad"
+				    " result, stopping it", (int)w->pid,
+				    w->user);
+				return -1;
+			}
+			w->rlen -= nl + 1 - w->rbuf;
+			memmove(w->rbuf, nl + 1, w->rlen);
+		}
+		if (w->rlen == sizeof(w->rbuf) - 1) {
+			log_warnx("mda: worker %d for %s sent an overlong"
+			    " result, stopping it", (int)w->pid, w->user);
+			return -1;
+		}
+	}
+}
+
+static void
+worker_on_result(evutil_socket_t fd, short ev, void *arg)
+{
+	struct mda_worker *w = arg;
+
+	if (worker_read(w) == -1) {
+		kill(w->pid, SIGKILL);
+		worker_close(w, "delivery worker failed");
+	}
+}
+
+static void	on_idle_timer(evutil_socket_t, short, void *);
+
+static void
+worker_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
+{
+	/* Nothing comes this way; a closed socket is handled by SIGCHLD. */
+}
+
+static struct mda_worker *
+worker_spawn(const struct passwd *pw, int method)
+{
+	const struct group_entry *grp = env.privileged ? user_groups(pw) : NULL;
+	struct mda_worker *w;
+	int		 sp[2], rp[2];
+	pid_t		 pid;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) == -1)
+		return NULL;
+	if (pipe2(rp, O_CLOEXEC) == -1) {
+		close(sp[0]);
+		close(sp[1]);
+		return NULL;
+	}
+	if ((pid = fork()) == -1) {
+		close(sp[0]);
+		close(sp[1]);
+		close(rp[0]);
+		close(rp[1]);
+		return NULL;
+	}
+	if (pid == 0)
+		mda_worker_run(methods[method], pw, grp ? grp->groups : NULL,
+		    grp ? grp->ngroups : 0, sp[1], rp[1]);
+	close(sp[1]);
+	close(rp[1]);
+	w = xcalloc(1, sizeof(*w));
+	w->pid = pid;
+	w->uid = pw->pw_uid;
+	w->gid = pw->pw_gid;
+	w->method = method;
+	msd_strlcpy(w->user, pw->pw_name, sizeof(w->user));
+	TAILQ_INIT(&w->jobs);
+	w->work = ipc_new(sp[0], "delivery", worker_imsg, w);
+	w->resfd = rp[0];
+	evutil_make_socket_nonblocking(w->resfd);
+	w->ev_result = event_new(env.evbase, w->resfd, EV_READ | EV_PERSIST,
+	    worker_on_result, w);
+	if (w->ev_result == NULL)
+		fatalx("mda: event_new");
+	event_add(w->ev_result, NULL);
+	w->idle_since = time(NULL);
+	if (idle_timer == NULL) {
+		struct timeval tv = { WORKER_IDLE, 0 };
+
+		if ((idle_timer = evtimer_new(env.evbase, on_idle_timer,
+		    NULL)) == NULL)
+			fatalx("mda: evtimer_new");
+		evtimer_add(idle_timer, &tv);
+	}
+	TAILQ_INSERT_TAIL(&workers, w, entry);
+	nworkers++;
+	return w;
+}
+
+/* The idle worker unused the longest, to make room. */
+static void
+worker_evict(void)
+{
+	struct mda_worker *w, *lru = NULL;
+
+	TAILQ_FOREACH(w, &workers, entry)
+		if (w->njobs == 0 && (lru == NULL ||
+		    w->idle_since < lru->idle_since))
+			lru = w;
+	if (lru)
+		worker_close(lru, "evicted");
+}
+
+/* The least busy worker of this user and method, or a new one. */
+static struct mda_worker *
+worker_get(const struct passwd *pw, int method)
+{
+	struct mda_worker *w, *best = NULL;
+	size_t		 n = 0;
+
+	TAILQ_FOREACH(w, &workers, entry) {
+		if (w->uid != pw->pw_uid || w->gid != pw->pw_gid ||
+		    w->method != method)
+			continue;
+		n++;
+		if (best == NULL || w->njobs < best->njobs)
+			best = w;
+	}
+	if (best && (best->njobs == 0 || n >= WORKERS_PER_USER))
+		return best;
+	if (nworkers >= WORKERS_MAX)
+		worker_evict();
+	if (nworkers >= WORKERS_MAX)
+		return best;
+	if ((w = worker_spawn(pw, method)) == NULL) {
+		log_warn("mda: cannot start a delivery worker for %s",
+		    pw->pw_name);
+		return best;
+	}
+	return w;
+}
+
+static void
+on_idle_timer(evutil_socket_t fd, short ev, void *arg)
+{
+	struct mda_worker *w, *next;
+	struct timeval	 tv = { WORKER_IDLE, 0 };
+	time_t		 now = time(NULL);
+
+	for (w = TAILQ_FIRST(&workers); w; w = next) {
+		next = TAILQ_NEXT(w, entry);
+		if (w->njobs == 0 && now - w->idle_since >= WORKER_IDLE)
+			worker_close(w, "idle");
+	}
+	evtimer_add(idle_timer, &tv);
+}
+
 void
 mda_deliver(struct ipc_msg *m)
 {
 	struct envelope		 ev;
 	const struct passwd	*pw;
-	const struct group_entry *grp;
 	struct action		*a;
-	struct mda_child	*c;
+	struct mda_worker	*w;
+	struct mda_job		*j;
+	struct ipc_out		*o;
 	char			 path[PATH_MAX];
 	const char		*json;
 	uint64_t		 evpid;
-	int			 p[2];
 
 	evpid = ipc_get_u64(m);
 	json = ipc_get_str(m);
@@ -302,85 +503,64 @@ mda_deliver(struct ipc_msg *m)
 		    "cannot expand the mailbox path");
 		return;
 	}
-	if (pipe2(p, O_CLOEXEC) == -1) {
+	if ((w = worker_get(pw, a->method)) == NULL) {
 		close(m->fd);
-		send_result(evpid, DELIVERY_TEMPFAIL, "pipe failed");
+		send_result(evpid, DELIVERY_TEMPFAIL,
+		    "no delivery worker available");
 		return;
 	}
-	grp = env.privileged ? user_groups(pw) : NULL;
-	c = xcalloc(1, sizeof(*c));
-	c->ev = ev;
-	msd_strlcpy(c->user, pw->pw_name, sizeof(c->user));
-	switch (c->pid = fork()) {
-	case -1:
-		close(p[0]);
-		close(p[1]);
-		close(m->fd);
-		free(c);
-		send_result(evpid, DELIVERY_TEMPFAIL, "fork failed");
-		return;
-	case 0:
-		close(p[0]);
-		child_run(methods[a->method], m->fd, p[1], &ev, pw, grp, path,
-		    a);
-	default:
-		break;
-	}
-	close(p[1]);
-	close(m->fd);
-	c->pipefd = p[0];
-	TAILQ_INSERT_TAIL(&children, c, entry);
+	j = xcalloc(1, sizeof(*j));
+	j->ev = ev;
+	TAILQ_INSERT_TAIL(&w->jobs, j, entry);
+	w->njobs++;
+	o = ipc_begin(w->work, IMSG_MDA_WORK);
+	ipc_put_u64(o, evpid);
+	ipc_put_str(o, json);
+	ipc_put_str(o, path);
+	ipc_put_u32(o, a->junk);
+	ipc_end(o, m->fd);
 }
 
-static void
-log_delivery(const struct mda_child *c, const char *result, const char *stat)
-{
-	log_info("%016" PRIx64 " mda delivery evpid=%016" PRIx64 " from=<%s>"
-	    " to=<%s> rcpt=<%s> user=%s delay=%llds result=%s stat=%s",
-	    c->ev.id, c->ev.id, c->ev.sender, c->ev.dest, c->ev.rcpt, c->user,
-	    (long long)(time(NULL) - c->ev.creation), result, stat);
-}
-
+/* A worker exited: what it reported before is still in its pipe. */
 void
 mda_child_exited(pid_t pid, int status)
 {
-	struct mda_child *c;
-	char		 buf[600];
-	ssize_t		 n;
-	uint32_t	 st;
+	struct mda_worker *w;
+	char		 why[128];
 
-	TAILQ_FOREACH(c, &children, entry)
-		if (c->pid == pid)
+	TAILQ_FOREACH(w, &workers, entry)
+		if (w->pid == pid)
 			break;
-	if (c == NULL)
-		return;
-	TAILQ_REMOVE(&children, c, entry);
-	/* The child wrote before exiting: the bytes wait in the pipe. */
-	n = read(c->pipefd, buf, sizeof(buf) - 1);
-	close(c->pipefd);
-	if (n <= 0) {
-		snprintf(buf, sizeof(buf), "Tdelivery process %s %d",
-		    WIFSIGNALED(status) ? "killed by signal" : "exited with",
-		    WIFSIGNALED(status) ? WTERMSIG(status) :
-		    WEXITSTATUS(status));
-		n = strlen(buf);
-	}
-	buf[n] = '\0';
-	st = buf[0] == 'O' ? DELIVERY_OK : buf[0] == 'P' ? DELIVERY_PERMFAIL :
-	    DELIVERY_TEMPFAIL;
-	log_delivery(c, st == DELIVERY_OK ? "Ok" : st == DELIVERY_PERMFAIL ?
-	    "PermFail" : "TempFail", buf + 1);
-	send_result(c->ev.id, st, buf + 1);
-	free(c);
+	if (w == NULL)
+		return;		/* closed on purpose earlier */
+	(void)worker_read(w);
+	snprintf(why, sizeof(why), "delivery worker %s %d",
+	    WIFSIGNALED(status) ? "killed by signal" : "exited with status",
+	    WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+	if (w->njobs)
+		log_warnx("mda: %s for %s with %zu deliveries pending", why,
+		    w->user, w->njobs);
+	worker_close(w, why);
 }
 
+/* Workers still alive; after mda_stop() they finish and exit. */
 size_t
 mda_running(void)
 {
-	struct mda_child *c;
-	size_t		 n = 0;
+	return nworkers;
+}
 
-	TAILQ_FOREACH(c, &children, entry)
-		n++;
-	return n;
+/*
+ * Shutdown: no more work; each worker finishes what it has, reports it
+ * and exits at EOF, and mda_child_exited() collects the reports.
+ */
+void
+mda_stop(void)
+{
+	struct mda_worker *w;
+
+	TAILQ_FOREACH(w, &workers, entry) {
+		(void)ipc_flush_sync(w->work);
+		shutdown(ipc_fd(w->work), SHUT_WR);
+	}
 }

@@ -402,6 +402,7 @@ shutdown_roles(int code)
 	for (r = ROLE_CONTROL; r < ROLE_QUEUE; r++)
 		if (role_pid[r] > 0)
 			kill(role_pid[r], SIGTERM);
+	mda_stop();
 	reap_until(time(NULL) + SHUTDOWN_DELIVERY_WAIT, front_done);
 	if (role_pid[ROLE_QUEUE] > 0) {
 		ipc_end(ipc_begin(env.peer[ROLE_QUEUE], IMSG_CTL_SHUTDOWN), -1);
@@ -417,7 +418,7 @@ shutdown_roles(int code)
 			waitpid(role_pid[r], NULL, 0);
 		}
 	if (mda_running())
-		log_warnx("smtpd: %zu deliveries still running at exit",
+		log_warnx("smtpd: %zu delivery workers still running at exit",
 		    mda_running());
 	log_info("smtpd: shutting down");
 	exit(code);

@@ -216,6 +216,8 @@ enum ipc_type {
 	/* queue -> parent -> queue */
 	IMSG_MDA_DELIVER,		/* evpid, envelope JSON, +fd */
 	IMSG_MDA_RESULT,		/* evpid, status, text */
+	IMSG_MDA_WORK,			/* parent -> worker: evpid, JSON,
+					   path, junk, +fd */
 	/* control */
 	IMSG_CTL_VERBOSE,
 	IMSG_CTL_SHUTDOWN,		/* parent -> queue: all results sent */
@@ -254,6 +256,7 @@ void		 ipc_put_str(struct ipc_out *, const char *);	/* NULL ok */
 void		 ipc_put_data(struct ipc_out *, const void *, size_t);
 void		 ipc_end(struct ipc_out *, int fd);
 int		 ipc_flush_sync(struct ipc *);
+int		 ipc_fd(struct ipc *);
 /* Readers: fatal on truncated or malformed payloads. */
 uint32_t	 ipc_get_u32(struct ipc_msg *);
 uint64_t	 ipc_get_u64(struct ipc_msg *);
@@ -387,6 +390,15 @@ int	mda_init(void);			/* loads the methods the config uses */
 void	mda_deliver(struct ipc_msg *);
 void	mda_child_exited(pid_t, int status);
 size_t	mda_running(void);
+void	mda_stop(void);
+/* Longest result line a delivery worker may send, newline included. */
+#define MDA_RESULT_MAX		640
+
+/* mda_worker.c: the worker process; never returns. */
+struct passwd;
+void	mda_worker_run(struct module *, const struct passwd *,
+	    const gid_t *groups, int ngroups, int workfd, int resfd)
+	    __attribute__((noreturn));
 
 /* control.c: the control socket, bound by the parent. */
 int	control_socket_bind(void);
