@@ -64,51 +64,7 @@ static const char *method_names[] = {
 #define NMETHODS	(sizeof(method_names) / sizeof(method_names[0]))
 static struct module	*methods[NMETHODS];
 
-/*
- * Supplementary groups of delivery users, cached: initgroups() in every
- * delivery child asks every NSS source (systemd's among them) per message.
- * A change to /etc/group reaches deliveries within GROUP_CACHE_TTL.
- */
-#define GROUP_CACHE_SIZE	32
-#define GROUP_CACHE_TTL		60
-#define GROUP_MAX		256
-
-struct group_entry {
-	uid_t	 uid;
-	gid_t	 gid;
-	time_t	 expires;
-	int	 ngroups;
-	gid_t	 groups[GROUP_MAX];
-};
-static struct group_entry group_cache[GROUP_CACHE_SIZE];
-
-static const struct group_entry *
-user_groups(const struct passwd *pw)
-{
-	struct group_entry *e, *victim = &group_cache[0];
-	time_t		 now = time(NULL);
-	size_t		 i;
-
-	for (i = 0; i < GROUP_CACHE_SIZE; i++) {
-		e = &group_cache[i];
-		if (e->expires > now && e->uid == pw->pw_uid &&
-		    e->gid == pw->pw_gid)
-			return e;
-		if (e->expires < victim->expires)
-			victim = e;
-	}
-	victim->ngroups = GROUP_MAX;
-	if (getgrouplist(pw->pw_name, pw->pw_gid, victim->groups,
-	    &victim->ngroups) == -1) {
-		log_warnx("mda: user %s is in more than %d groups, using the"
-		    " first ones", pw->pw_name, GROUP_MAX);
-		victim->ngroups = GROUP_MAX;
-	}
-	victim->uid = pw->pw_uid;
-	victim->gid = pw->pw_gid;
-	victim->expires = now + GROUP_CACHE_TTL;
-	return victim;
-}
+#define GROUP_MAX		256	/* supplementary groups kept */
 
 int
 mda_init(void)
@@ -355,10 +311,18 @@ worker_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
 static struct mda_worker *
 worker_spawn(const struct passwd *pw, int method)
 {
-	const struct group_entry *grp = env.privileged ? user_groups(pw) : NULL;
 	struct mda_worker *w;
-	int		 sp[2], rp[2];
+	gid_t		 groups[GROUP_MAX];
+	int		 ngroups = GROUP_MAX, sp[2], rp[2];
 	pid_t		 pid;
+
+	/* Asked here, once per worker, not by initgroups() in the child. */
+	if (env.privileged && getgrouplist(pw->pw_name, pw->pw_gid, groups,
+	    &ngroups) == -1) {
+		log_warnx("mda: user %s is in more than %d groups, using the"
+		    " first ones", pw->pw_name, GROUP_MAX);
+		ngroups = GROUP_MAX;
+	}
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) == -1)
 		return NULL;
@@ -375,8 +339,8 @@ worker_spawn(const struct passwd *pw, int method)
 		return NULL;
 	}
 	if (pid == 0)
-		mda_worker_run(methods[method], pw, grp ? grp->groups : NULL,
-		    grp ? grp->ngroups : 0, sp[1], rp[1]);
+		mda_worker_run(methods[method], pw, groups, ngroups, sp[1],
+		    rp[1]);
 	close(sp[1]);
 	close(rp[1]);
 	w = xcalloc(1, sizeof(*w));

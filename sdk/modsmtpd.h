@@ -163,10 +163,12 @@ struct msd_queue_ops {
 };
 
 /*
- * Delivery method.  deliver() runs in a child process that already runs as
- * the recipient user; fd is the message, read it from its current offset.
- * Return MSD_OK, MSD_TEMPFAIL or MSD_PERMFAIL; use result_error for the
- * reason that goes to the log and the bounce.
+ * Delivery method.  deliver() runs in a delivery worker, a process that
+ * already runs as the recipient user and serves that user's deliveries one
+ * after the other.  fd is the message: read it from its current offset and
+ * leave it open.  Return MSD_OK only once the message is durable, else
+ * MSD_TEMPFAIL or MSD_PERMFAIL with result_error for the reason that goes
+ * to the log and the bounce.
  */
 struct msd_mda_ops {
 	uint32_t	size;
