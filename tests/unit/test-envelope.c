@@ -7,19 +7,8 @@
 #include <string.h>
 
 #include "smtpd.h"
+#include "tap.h"
 
-struct smtpd	 env;
-static int	 failures, count;
-
-#define CHECK(cond, desc) do {						\
-	count++;							\
-	if (cond)							\
-		printf("ok %d - %s\n", count, desc);			\
-	else {								\
-		printf("not ok %d - %s\n", count, desc);		\
-		failures++;						\
-	}								\
-} while (0)
 
 int
 main(void)
@@ -40,30 +29,29 @@ main(void)
 	a.expire = 345600;
 	a.retry = 3;
 	json = envelope_dump(&a);
-	CHECK(envelope_load_json(&b, json, strlen(json)) == 0, "round trip loads");
-	CHECK(memcmp(&a, &b, sizeof(a)) == 0, "round trip is exact");
+	ok(envelope_load_json(&b, json, strlen(json)) == 0, "round trip loads");
+	ok(memcmp(&a, &b, sizeof(a)) == 0, "round trip is exact");
 	free(json);
 
-	CHECK(envelope_load_json(&b, "{", 1) == -1, "truncated JSON refused");
-	CHECK(envelope_load_json(&b, "[]", 2) == -1, "non-object refused");
+	ok(envelope_load_json(&b, "{", 1) == -1, "truncated JSON refused");
+	ok(envelope_load_json(&b, "[]", 2) == -1, "non-object refused");
 	json = "{\"version\":2,\"id\":\"0000000000000000\",\"msgid\":\"00000000\","
 	    "\"rcpt\":\"a@b\",\"action\":\"x\"}";
-	CHECK(envelope_load_json(&b, json, strlen(json)) == -1,
+	ok(envelope_load_json(&b, json, strlen(json)) == -1,
 	    "unknown version refused");
 	json = "{\"version\":1,\"id\":\"0000000000000000\",\"msgid\":\"00000000\","
 	    "\"rcpt\":\"a@b\",\"action\":\"x\",\"retry\":\"3\"}";
-	CHECK(envelope_load_json(&b, json, strlen(json)) == -1,
+	ok(envelope_load_json(&b, json, strlen(json)) == -1,
 	    "wrongly typed field refused");
 	json = "{\"version\":1,\"id\":\"0000000000000000\",\"msgid\":\"00000000\","
 	    "\"rcpt\":\"a\\u0000b@c\",\"action\":\"x\"}";
-	CHECK(envelope_load_json(&b, json, strlen(json)) == -1,
+	ok(envelope_load_json(&b, json, strlen(json)) == -1,
 	    "embedded NUL refused");
 	memset(addr, 'a', sizeof(addr) - 1);
 	addr[sizeof(addr) - 1] = '\0';
 	snprintf(big, sizeof(big), "{\"version\":1,\"id\":\"0000000000000000\","
 	    "\"msgid\":\"00000000\",\"action\":\"x\",\"rcpt\":\"%s@b\"}", addr);
-	CHECK(envelope_load_json(&b, big, strlen(big)) == -1,
+	ok(envelope_load_json(&b, big, strlen(big)) == -1,
 	    "overlong address refused");
-	printf("%d tests, %d failed\n", count, failures);
-	return failures != 0;
+	return tap_done();
 }

@@ -15,19 +15,8 @@
 #include <event2/event.h>
 
 #include "smtpd.h"
+#include "tap.h"
 
-struct smtpd	 env;
-static int	 failures, count;
-
-#define CHECK(cond, desc) do {						\
-	count++;							\
-	if (cond)							\
-		printf("ok %d - %s\n", count, desc);			\
-	else {								\
-		printf("not ok %d - %s\n", count, desc);		\
-		failures++;						\
-	}								\
-} while (0)
 
 static int	 got;
 static uint64_t	 got_u64;
@@ -79,15 +68,15 @@ test_roundtrip(void)
 		ipc_end(o, i == 99 ? pfd[1] : -1);
 	}
 	event_base_dispatch(env.evbase);
-	CHECK(got == 100, "100 frames arrive in one burst");
-	CHECK(got_u64 == 0x1122334455667788ULL + 99, "u64 survives");
-	CHECK(strcmp(got_str, "hello") == 0 && got_null, "strings and NULL");
-	CHECK(got_fd != -1 && write(got_fd, "x", 1) == 1 &&
+	ok(got == 100, "100 frames arrive in one burst");
+	ok(got_u64 == 0x1122334455667788ULL + 99, "u64 survives");
+	ok(strcmp(got_str, "hello") == 0 && got_null, "strings and NULL");
+	ok(got_fd != -1 && write(got_fd, "x", 1) == 1 &&
 	    read(pfd[0], buf, 1) == 1 && buf[0] == 'x',
 	    "descriptor passed with its frame works");
 	ipc_free(a);
 	event_base_dispatch(env.evbase);
-	CHECK(got_closed, "peer closing is reported as IMSG_NONE");
+	ok(got_closed, "peer closing is reported as IMSG_NONE");
 	ipc_free(b);
 	close(pfd[0]);
 	close(got_fd);
@@ -103,20 +92,20 @@ test_decode(void)
 	h.type = IMSG_QUEUE_CREATE;
 	h.len = 4;
 	memcpy(buf, &h, sizeof(h));
-	CHECK(ipc_decode(buf, sizeof(h) - 1, &out) == 0, "short header waits");
-	CHECK(ipc_decode(buf, sizeof(h) + 3, &out) == 0, "short payload waits");
-	CHECK(ipc_decode(buf, sizeof(h) + 4, &out) == 1, "whole frame decodes");
+	ok(ipc_decode(buf, sizeof(h) - 1, &out) == 0, "short header waits");
+	ok(ipc_decode(buf, sizeof(h) + 3, &out) == 0, "short payload waits");
+	ok(ipc_decode(buf, sizeof(h) + 4, &out) == 1, "whole frame decodes");
 	h.len = IPC_MAX_MSG + 1;
 	memcpy(buf, &h, sizeof(h));
-	CHECK(ipc_decode(buf, sizeof(buf), &out) == -1, "oversized frame refused");
+	ok(ipc_decode(buf, sizeof(buf), &out) == -1, "oversized frame refused");
 	h.len = 0;
 	h.type = IMSG_MAX;
 	memcpy(buf, &h, sizeof(h));
-	CHECK(ipc_decode(buf, sizeof(buf), &out) == -1, "unknown type refused");
+	ok(ipc_decode(buf, sizeof(buf), &out) == -1, "unknown type refused");
 	h.type = IMSG_QUEUE_CREATE;
 	h.flags = 0x80;
 	memcpy(buf, &h, sizeof(h));
-	CHECK(ipc_decode(buf, sizeof(buf), &out) == -1, "unknown flag refused");
+	ok(ipc_decode(buf, sizeof(buf), &out) == -1, "unknown flag refused");
 }
 
 /* Reading past a payload must kill the process with a clear message. */
@@ -154,11 +143,11 @@ test_readers(void)
 	uint8_t	 badstr[] = { 3, 3, 0, 0, 0, 'a', 'b', 'c' };	/* no NUL */
 	uint8_t	 longstr[] = { 3, 200, 0, 0, 0, 'a', 0 };	/* claims 200 */
 
-	CHECK(dies_reading(u32, 3, 0), "truncated field is fatal");
-	CHECK(dies_reading(u32, sizeof(u32), 0), "wrong field type is fatal");
-	CHECK(dies_reading(badstr, sizeof(badstr), 1), "unterminated string is fatal");
-	CHECK(dies_reading(longstr, sizeof(longstr), 1), "string past the frame is fatal");
-	CHECK(dies_reading(u32, sizeof(u32), 2), "trailing bytes are fatal");
+	ok(dies_reading(u32, 3, 0), "truncated field is fatal");
+	ok(dies_reading(u32, sizeof(u32), 0), "wrong field type is fatal");
+	ok(dies_reading(badstr, sizeof(badstr), 1), "unterminated string is fatal");
+	ok(dies_reading(longstr, sizeof(longstr), 1), "string past the frame is fatal");
+	ok(dies_reading(u32, sizeof(u32), 2), "trailing bytes are fatal");
 }
 
 int
@@ -169,6 +158,5 @@ main(void)
 	test_roundtrip();
 	test_decode();
 	test_readers();
-	printf("%d tests, %d failed\n", count, failures);
-	return failures != 0;
+	return tap_done();
 }

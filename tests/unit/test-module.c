@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "smtpd.h"
+#include "tap.h"
 
 #ifndef TOP_BUILDDIR
 #error "TOP_BUILDDIR must name the build tree"
@@ -28,25 +29,8 @@
 #define FS_SO		TOP_BUILDDIR "/modules/queue/fs/.libs/fs.so"
 #define MAILDIR_SO	TOP_BUILDDIR "/modules/mda/maildir/.libs/maildir.so"
 
-struct smtpd	 env;
-
-static int	 ntests, nfailed;
 static char	 root[PATH_MAX];		/* scratch directory */
 static char	 logbuf[8192];			/* last captured stderr */
-
-static void
-ok(int cond, const char *what)
-{
-	printf("%sok %d - %s\n", cond ? "" : "not ", ++ntests, what);
-	if (!cond)
-		nfailed++;
-}
-
-static void
-skip(const char *what)
-{
-	printf("ok %d - # skip %s\n", ++ntests, what);
-}
 
 /* ------------------------------------------------------------- helpers */
 
@@ -735,6 +719,5 @@ main(void)
 	test_maildir();
 
 	cleanup();
-	printf("1..%d\n", ntests);
-	return nfailed ? 1 : 0;
+	return tap_done();
 }

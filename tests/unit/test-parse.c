@@ -14,29 +14,12 @@
 #include <unistd.h>
 
 #include "smtpd.h"
+#include "tap.h"
 
-struct smtpd	 env;
 
 #define PARSEDIR	TOP_SRCDIR "/tests/unit/parse/"
 
-static int	 ntests, nfailed;
 static char	 errbuf[8192];		/* stderr of the last load() */
-
-static void ok(int, const char *, ...) __attribute__((format(printf, 2, 3)));
-
-static void
-ok(int cond, const char *fmt, ...)
-{
-	va_list	 ap;
-
-	printf("%sok %d - ", cond ? "" : "not ", ++ntests);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-	if (!cond)
-		nfailed++;
-}
 
 /* Loads PARSEDIR/name with stderr captured into errbuf. */
 static struct config *
@@ -609,6 +592,5 @@ main(void)
 	test_missing_file();
 	test_ruleset();
 	test_domain_is_local();
-	printf("1..%d\n", ntests);
-	return nfailed ? 1 : 0;
+	return tap_done();
 }
