@@ -10,6 +10,7 @@
  */
 #include <sys/file.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -516,6 +517,21 @@ parent_run(void)
 
 /* ------------------------------------------------------------------ main */
 
+/* Every session is a descriptor: use all the system allows us. */
+static void
+raise_fd_limit(void)
+{
+	struct rlimit	 rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+			log_warn("smtpd: cannot raise the descriptor limit");
+	}
+}
+
 static void
 add_macro(struct macro **macros, size_t *n, char *arg)
 {
@@ -596,6 +612,7 @@ main(int argc, char *argv[])
 	if (TAILQ_EMPTY(&env.conf->listeners))
 		log_warnx("smtpd: no listener configured");
 
+	raise_fd_limit();
 	module_init(env.conf->module_path);
 	if (mda_init() == -1)
 		exit(1);
