@@ -71,6 +71,7 @@ static const char *ipc_names[IMSG_MAX] = {
 	[IMSG_QUEUE_CREATE] = "QUEUE_CREATE",
 	[IMSG_QUEUE_CREATE_RESULT] = "QUEUE_CREATE_RESULT",
 	[IMSG_QUEUE_COMMIT] = "QUEUE_COMMIT",
+	[IMSG_QUEUE_ENVELOPES] = "QUEUE_ENVELOPES",
 	[IMSG_QUEUE_COMMIT_RESULT] = "QUEUE_COMMIT_RESULT",
 	[IMSG_QUEUE_ROLLBACK] = "QUEUE_ROLLBACK",
 	[IMSG_MDA_DELIVER] = "MDA_DELIVER",
@@ -187,6 +188,12 @@ ipc_begin(struct ipc *ipc, uint32_t type)
 	hdr.pid = getpid();
 	out_bytes(o, &hdr, sizeof(hdr));
 	return o;
+}
+
+size_t
+ipc_out_len(const struct ipc_out *o)
+{
+	return o->len;
 }
 
 void
@@ -574,6 +581,12 @@ ipc_get_data(struct ipc_msg *m, size_t *len)
 {
 	expect_tag(m, T_DATA, "data");
 	return get_tagged(m, len);
+}
+
+int
+ipc_get_more(const struct ipc_msg *m)
+{
+	return m->off < m->len;
 }
 
 void

@@ -78,30 +78,13 @@ commit_free(struct commit *c)
 	free(c);
 }
 
+/* Envelopes stage on disk as they come; the commit follows the last. */
 static void
-queue_commit(struct ipc_msg *m)
+commit_finish(struct commit *c)
 {
-	struct commit	*c = xcalloc(1, sizeof(*c));
-	uint32_t	 i, n;
+	size_t	 i;
 
-	c->reqid = ipc_get_u64(m);
-	c->msgid = ipc_get_u32(m);
-	n = ipc_get_u32(m);
-	if (n == 0 || n > 100000)
-		fatalx("queue: commit with %u envelopes", n);
-	c->evs = xcalloc(n, sizeof(*c->evs));
-	for (i = 0; i < n; i++) {
-		const char *json = ipc_get_str(m);
-
-		if (json == NULL ||
-		    envelope_load_json(&c->evs[i], json, strlen(json)) == -1)
-			fatalx("queue: bad envelope from smtp");
-		c->evs[i].msgid = c->msgid;
-		c->evs[i].id = 0;
-	}
-	ipc_get_end(m);
-	c->nevs = n;
-	for (i = 0; i < n; i++)
+	for (i = 0; i < c->nevs; i++)
 		if (queue_envelope_create(&c->evs[i]) == -1)
 			goto fail;
 	if (queue_message_commit(c->msgid) == -1)
@@ -116,6 +99,60 @@ fail:
 	commit_drop(c);
 	reply_status(IMSG_QUEUE_COMMIT_RESULT, c->reqid, 1);
 	commit_free(c);
+}
+
+/*
+ * The smtp role writes a commit's frames back to back, so one commit is
+ * assembled at a time: the header, then envelope frames until all came.
+ */
+static struct commit	*incoming;
+static size_t		 incoming_want;
+
+static void
+queue_commit(struct ipc_msg *m)
+{
+	struct commit	*c;
+	uint32_t	 n;
+
+	if (incoming)
+		fatalx("queue: commit while another is incomplete");
+	c = xcalloc(1, sizeof(*c));
+	c->reqid = ipc_get_u64(m);
+	c->msgid = ipc_get_u32(m);
+	n = ipc_get_u32(m);
+	ipc_get_end(m);
+	if (n == 0 || n > 1000000)
+		fatalx("queue: commit with %u envelopes", n);
+	c->evs = xcalloc(n, sizeof(*c->evs));
+	incoming = c;
+	incoming_want = n;
+}
+
+static void
+queue_envelopes(struct ipc_msg *m)
+{
+	struct commit	*c = incoming;
+	uint64_t	 reqid = ipc_get_u64(m);
+
+	if (c == NULL || reqid != c->reqid)
+		fatalx("queue: envelopes without their commit");
+	while (ipc_get_more(m)) {
+		const char *json = ipc_get_str(m);
+		struct envelope *ev;
+
+		if (c->nevs == incoming_want)
+			fatalx("queue: more envelopes than announced");
+		ev = &c->evs[c->nevs++];
+		if (json == NULL ||
+		    envelope_load_json(ev, json, strlen(json)) == -1)
+			fatalx("queue: bad envelope from smtp");
+		ev->msgid = c->msgid;
+		ev->id = 0;
+	}
+	if (c->nevs < incoming_want)
+		return;
+	incoming = NULL;
+	commit_finish(c);
 }
 
 static void
@@ -185,6 +222,8 @@ queue_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
 			queue_create(m);
 		else if (m->type == IMSG_QUEUE_COMMIT)
 			queue_commit(m);
+		else if (m->type == IMSG_QUEUE_ENVELOPES)
+			queue_envelopes(m);
 		else if (m->type == IMSG_QUEUE_ROLLBACK)
 			queue_rollback(m);
 		else

@@ -522,11 +522,31 @@ data_line(struct smtp_session *s, char *line, size_t len)
 	}
 }
 
+static char *
+envelope_json(struct smtp_session *s, const struct smtp_rcpt *r)
+{
+	struct envelope	 ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.msgid = s->msgid;
+	msd_strlcpy(ev.sender, s->sender, sizeof(ev.sender));
+	msd_strlcpy(ev.rcpt, r->addr, sizeof(ev.rcpt));
+	msd_strlcpy(ev.dest, r->addr, sizeof(ev.dest));
+	msd_strlcpy(ev.helo, s->helo, sizeof(ev.helo));
+	msd_strlcpy(ev.hostname, smtp_name(s), sizeof(ev.hostname));
+	msd_strlcpy(ev.src, s->src, sizeof(ev.src));
+	if (s->listener->tag)
+		msd_strlcpy(ev.tag, s->listener->tag, sizeof(ev.tag));
+	msd_strlcpy(ev.action, r->action, sizeof(ev.action));
+	ev.creation = time(NULL);
+	ev.expire = DEFAULT_EXPIRE;
+	return envelope_dump(&ev);
+}
+
 static void
 data_end(struct smtp_session *s)
 {
 	struct ipc_out	*o;
-	struct envelope	 ev;
 	size_t		 i;
 	int		 err;
 
@@ -560,31 +580,26 @@ data_end(struct smtp_session *s)
 			smtp_quit(s);
 		return;
 	}
+	/*
+	 * A header, then the envelopes in frames of bounded size: a thousand
+	 * recipients with long addresses would not fit in one frame.
+	 */
 	o = ipc_begin(env.peer[ROLE_QUEUE], IMSG_QUEUE_COMMIT);
 	ipc_put_u64(o, s->id);
 	ipc_put_u32(o, s->msgid);
 	ipc_put_u32(o, s->nrcpt);
-	for (i = 0; i < s->nrcpt; i++) {
-		char *json;
-
-		memset(&ev, 0, sizeof(ev));
-		ev.msgid = s->msgid;
-		msd_strlcpy(ev.sender, s->sender, sizeof(ev.sender));
-		msd_strlcpy(ev.rcpt, s->rcpts[i].addr, sizeof(ev.rcpt));
-		msd_strlcpy(ev.dest, s->rcpts[i].addr, sizeof(ev.dest));
-		msd_strlcpy(ev.helo, s->helo, sizeof(ev.helo));
-		msd_strlcpy(ev.hostname, smtp_name(s), sizeof(ev.hostname));
-		msd_strlcpy(ev.src, s->src, sizeof(ev.src));
-		if (s->listener->tag)
-			msd_strlcpy(ev.tag, s->listener->tag, sizeof(ev.tag));
-		msd_strlcpy(ev.action, s->rcpts[i].action, sizeof(ev.action));
-		ev.creation = time(NULL);
-		ev.expire = DEFAULT_EXPIRE;
-		json = envelope_dump(&ev);
-		ipc_put_str(o, json);
-		free(json);
-	}
 	ipc_end(o, -1);
+	for (i = 0; i < s->nrcpt; ) {
+		o = ipc_begin(env.peer[ROLE_QUEUE], IMSG_QUEUE_ENVELOPES);
+		ipc_put_u64(o, s->id);
+		do {
+			char *json = envelope_json(s, &s->rcpts[i++]);
+
+			ipc_put_str(o, json);
+			free(json);
+		} while (i < s->nrcpt && ipc_out_len(o) < IPC_CHUNK);
+		ipc_end(o, -1);
+	}
 	s->wait = W_COMMIT;
 }
 

@@ -34,6 +34,7 @@
 #define DEFAULT_EXPIRE		(4 * 24 * 3600)	/* queue ttl 4d */
 #define MAX_RECEIVED		100		/* loop detection */
 #define IPC_MAX_MSG		(1024 * 1024)	/* one framed message */
+#define IPC_CHUNK		(256 * 1024)	/* fill frames up to this */
 
 #define SMTPD_MAXADDR		512		/* local@domain, with brackets */
 
@@ -210,7 +211,8 @@ enum ipc_type {
 	/* smtp -> queue -> smtp */
 	IMSG_QUEUE_CREATE,		/* reqid */
 	IMSG_QUEUE_CREATE_RESULT,	/* reqid, status, msgid [+fd] */
-	IMSG_QUEUE_COMMIT,		/* reqid, msgid, n, n envelope JSON */
+	IMSG_QUEUE_COMMIT,		/* reqid, msgid, n; then frames of: */
+	IMSG_QUEUE_ENVELOPES,		/* reqid, envelope JSON... */
 	IMSG_QUEUE_COMMIT_RESULT,	/* reqid, status */
 	IMSG_QUEUE_ROLLBACK,		/* msgid */
 	/* queue -> parent -> queue */
@@ -254,6 +256,7 @@ void		 ipc_put_u32(struct ipc_out *, uint32_t);
 void		 ipc_put_u64(struct ipc_out *, uint64_t);
 void		 ipc_put_str(struct ipc_out *, const char *);	/* NULL ok */
 void		 ipc_put_data(struct ipc_out *, const void *, size_t);
+size_t		 ipc_out_len(const struct ipc_out *);
 void		 ipc_end(struct ipc_out *, int fd);
 int		 ipc_flush_sync(struct ipc *);
 int		 ipc_fd(struct ipc *);
@@ -263,6 +266,7 @@ uint64_t	 ipc_get_u64(struct ipc_msg *);
 const char	*ipc_get_str(struct ipc_msg *);	/* NULL if sent NULL */
 const void	*ipc_get_data(struct ipc_msg *, size_t *);
 void		 ipc_get_end(struct ipc_msg *);	/* no bytes may remain */
+int		 ipc_get_more(const struct ipc_msg *);	/* bytes remain */
 /* Lower level, used by the unit tests. */
 int		 ipc_decode(const uint8_t *, size_t, struct ipc_hdr *);
 const char	*ipc_type_name(uint32_t);
