@@ -76,6 +76,10 @@ struct smtp_session {
 	size_t			 nrcpt;
 	char			 pending_rcpt[SMTPD_MAXADDR];
 	uint32_t		 msgid;
+	int			 msgfd;		/* created, DATA not yet begun */
+	int			 creating;	/* QUEUE_CREATE outstanding */
+	int			 create_stale;	/* ... for a reset transaction */
+	int			 create_error;	/* the queue could not */
 	FILE			*ofile;
 	size_t			 datalen;
 	int			 dataflags;
@@ -164,6 +168,13 @@ smtp_tx_reset(struct smtp_session *s)
 		fclose(s->ofile);
 		s->ofile = NULL;
 	}
+	if (s->msgfd != -1) {
+		close(s->msgfd);
+		s->msgfd = -1;
+	}
+	if (s->creating)
+		s->create_stale = 1;
+	s->create_error = 0;
 	if (s->msgid) {
 		struct ipc_out *o = ipc_begin(env.peer[ROLE_QUEUE],
 		    IMSG_QUEUE_ROLLBACK);
@@ -393,6 +404,24 @@ cmd_rcpt(struct smtp_session *s, char *arg)
 	s->wait = W_LOOKUP;
 }
 
+/*
+ * The message file is asked for as soon as a first recipient is accepted,
+ * so the queue creates it while the client sends its next command and
+ * DATA is usually answered at once.
+ */
+static void
+message_create(struct smtp_session *s)
+{
+	struct ipc_out	*o;
+
+	if (s->creating || s->msgid)
+		return;
+	o = ipc_begin(env.peer[ROLE_QUEUE], IMSG_QUEUE_CREATE);
+	ipc_put_u64(o, s->id);
+	ipc_end(o, -1);
+	s->creating = 1;
+}
+
 static void
 rcpt_result(struct smtp_session *s, struct ipc_msg *m)
 {
@@ -418,14 +447,16 @@ rcpt_result(struct smtp_session *s, struct ipc_msg *m)
 	msd_strlcpy(r->addr, s->pending_rcpt, sizeof(r->addr));
 	msd_strlcpy(r->action, action, sizeof(r->action));
 	s->state = S_RCPT;
+	message_create(s);
 	smtp_reply(s, "250 2.1.5 Destination address valid: Recipient ok");
 }
+
+static void	data_begin(struct smtp_session *);
+static void	create_failed(struct smtp_session *);
 
 static void
 cmd_data(struct smtp_session *s, char *arg)
 {
-	struct ipc_out	*o;
-
 	if (*arg) {
 		smtp_reply(s, "500 5.5.4 Invalid command arguments: command"
 		    " does not accept arguments.");
@@ -440,9 +471,15 @@ cmd_data(struct smtp_session *s, char *arg)
 			    " allowed at this point.");
 		return;
 	}
-	o = ipc_begin(env.peer[ROLE_QUEUE], IMSG_QUEUE_CREATE);
-	ipc_put_u64(o, s->id);
-	ipc_end(o, -1);
+	if (s->msgfd != -1) {
+		data_begin(s);
+		return;
+	}
+	if (s->create_error) {
+		create_failed(s);
+		return;
+	}
+	message_create(s);
 	s->wait = W_CREATE;
 }
 
@@ -464,29 +501,22 @@ write_received(struct smtp_session *s)
 }
 
 static void
-create_result(struct smtp_session *s, struct ipc_msg *m)
+create_failed(struct smtp_session *s)
 {
-	uint32_t	 status = ipc_get_u32(m);
-	uint32_t	 msgid = ipc_get_u32(m);
+	smtp_reply(s, "421 4.0.0 Temporary Error");
+	smtp_tx_reset(s);
+	smtp_quit(s);
+}
 
-	ipc_get_end(m);
-	if (status != 0 || m->fd == -1) {
-		if (m->fd != -1)
-			close(m->fd);
-		smtp_reply(s, "421 4.0.0 Temporary Error");
-		smtp_tx_reset(s);
-		smtp_quit(s);
+/* DATA: the message file is there; write our header and say 354. */
+static void
+data_begin(struct smtp_session *s)
+{
+	if ((s->ofile = fdopen(s->msgfd, "w")) == NULL) {
+		create_failed(s);
 		return;
 	}
-	s->msgid = msgid;
-	if ((s->ofile = fdopen(m->fd, "w")) == NULL) {
-		close(m->fd);
-		smtp_reply(s, "421 4.0.0 Temporary Error");
-		smtp_tx_reset(s);
-		smtp_quit(s);
-		return;
-	}
-	m->fd = -1;
+	s->msgfd = -1;
 	write_received(s);
 	s->state = S_DATA;
 	s->datalen = 0;
@@ -494,6 +524,56 @@ create_result(struct smtp_session *s, struct ipc_msg *m)
 	s->in_headers = 1;
 	s->nreceived = 0;
 	smtp_reply(s, "354 Enter mail, end with \".\" on a line by itself");
+}
+
+/*
+ * The queue's answer may come while the session waits for something else,
+ * after the transaction was reset, or after the client left.
+ */
+static void
+create_result(struct smtp_session *s, struct ipc_msg *m)
+{
+	uint32_t	 status = ipc_get_u32(m);
+	uint32_t	 msgid = ipc_get_u32(m);
+	int		 fd = m->fd;
+
+	ipc_get_end(m);
+	m->fd = -1;
+	s->creating = 0;
+	if (status != 0 && fd != -1) {
+		close(fd);
+		fd = -1;
+	}
+	if (s->create_stale || s->closing) {
+		s->create_stale = 0;
+		if (fd != -1) {
+			struct ipc_out *o = ipc_begin(env.peer[ROLE_QUEUE],
+			    IMSG_QUEUE_ROLLBACK);
+
+			close(fd);
+			ipc_put_u32(o, msgid);
+			ipc_end(o, -1);
+		}
+		/* A newer transaction may need its own. */
+		if (!s->closing && s->state == S_RCPT)
+			message_create(s);
+		return;
+	}
+	if (fd == -1) {
+		/* Told at DATA: a pending RCPT answer must come first. */
+		s->create_error = 1;
+		if (s->wait == W_CREATE) {
+			s->wait = W_NONE;
+			create_failed(s);
+		}
+		return;
+	}
+	s->msgid = msgid;
+	s->msgfd = fd;
+	if (s->wait == W_CREATE) {
+		s->wait = W_NONE;
+		data_begin(s);
+	}
 }
 
 static void
@@ -784,7 +864,7 @@ smtp_free(struct smtp_session *s, const char *reason)
 		evtimer_del(s->timeout);
 	}
 	/* An answer from another role is still due: free when it comes. */
-	if (s->wait != W_NONE)
+	if (s->wait != W_NONE || s->creating)
 		return;
 	smtp_tx_reset(s);
 	session_unlink(s);
@@ -813,6 +893,7 @@ smtp_session_accept(int fd, const struct listener *l)
 	s->id = ((uint64_t)msd_random() << 32) | ++next_session_id;
 	s->listener = l;
 	s->ss = ss;
+	s->msgfd = -1;
 	msd_strlcpy(s->src, ss_to_text(&ss), sizeof(s->src));
 	s->bev = bufferevent_socket_new(env.evbase, fd, BEV_OPT_CLOSE_ON_FREE);
 	s->timeout = evtimer_new(env.evbase, smtp_on_timeout, s);
@@ -843,16 +924,20 @@ smtp_session_imsg(struct ipc_msg *m, enum smtpd_role from)
 	if ((s = session_find(id)) == NULL)
 		fatalx("smtp: %s answer for unknown session %016" PRIx64,
 		    ipc_type_name(m->type), id);
+	if (m->type == IMSG_QUEUE_CREATE_RESULT) {
+		if (!s->creating)
+			fatalx("smtp: unexpected create answer");
+		create_result(s, m);
+		if (s->closing)
+			smtp_free(s, "closed");
+		else if (s->state != S_QUIT)
+			smtp_process_input(s);
+		return;
+	}
 	was = s->wait;
 	s->wait = W_NONE;
 	if (s->closing) {
-		/* The client is gone: drop what the answer created. */
-		if (m->type == IMSG_QUEUE_CREATE_RESULT && m->fd != -1)
-			close(m->fd);
-		if (m->type == IMSG_QUEUE_CREATE_RESULT) {
-			(void)ipc_get_u32(m);
-			s->msgid = ipc_get_u32(m);	/* rolled back below */
-		}
+		/* The client is gone. */
 		if (m->type == IMSG_QUEUE_COMMIT_RESULT)
 			s->msgid = 0;	/* committed, or already dropped */
 		smtp_free(s, "closed");
@@ -863,11 +948,6 @@ smtp_session_imsg(struct ipc_msg *m, enum smtpd_role from)
 		if (was != W_LOOKUP)
 			fatalx("smtp: unexpected lookup answer");
 		rcpt_result(s, m);
-		break;
-	case IMSG_QUEUE_CREATE_RESULT:
-		if (was != W_CREATE)
-			fatalx("smtp: unexpected create answer");
-		create_result(s, m);
 		break;
 	case IMSG_QUEUE_COMMIT_RESULT:
 		if (was != W_COMMIT)
