@@ -74,6 +74,7 @@ struct smtp_session {
 	char			 sender[SMTPD_MAXADDR];
 	struct smtp_rcpt	*rcpts;
 	size_t			 nrcpt;
+	size_t			 rcptcap;
 	char			 pending_rcpt[SMTPD_MAXADDR];
 	uint32_t		 msgid;
 	int			 msgfd;		/* created, DATA not yet begun */
@@ -161,6 +162,16 @@ smtp_touch(struct smtp_session *s)
 	evtimer_add(s->timeout, &tv);
 }
 
+/* The queue removes a message that will not be committed. */
+static void
+message_rollback(uint32_t msgid)
+{
+	struct ipc_out *o = ipc_begin(env.peer[ROLE_QUEUE], IMSG_QUEUE_ROLLBACK);
+
+	ipc_put_u32(o, msgid);
+	ipc_end(o, -1);
+}
+
 static void
 smtp_tx_reset(struct smtp_session *s)
 {
@@ -176,15 +187,13 @@ smtp_tx_reset(struct smtp_session *s)
 		s->create_stale = 1;
 	s->create_error = 0;
 	if (s->msgid) {
-		struct ipc_out *o = ipc_begin(env.peer[ROLE_QUEUE],
-		    IMSG_QUEUE_ROLLBACK);
-		ipc_put_u32(o, s->msgid);
-		ipc_end(o, -1);
+		message_rollback(s->msgid);
 		s->msgid = 0;
 	}
 	free(s->rcpts);
 	s->rcpts = NULL;
 	s->nrcpt = 0;
+	s->rcptcap = 0;
 	s->sender[0] = '\0';
 	s->datalen = 0;
 	s->dataflags = 0;
@@ -442,7 +451,11 @@ rcpt_result(struct smtp_session *s, struct ipc_msg *m)
 		smtp_reply(s, "550 Invalid recipient: <%s>", s->pending_rcpt);
 		return;
 	}
-	s->rcpts = xreallocarray(s->rcpts, s->nrcpt + 1, sizeof(*s->rcpts));
+	if (s->nrcpt == s->rcptcap) {
+		s->rcptcap = s->rcptcap ? s->rcptcap * 2 : 4;
+		s->rcpts = xreallocarray(s->rcpts, s->rcptcap,
+		    sizeof(*s->rcpts));
+	}
 	r = &s->rcpts[s->nrcpt++];
 	msd_strlcpy(r->addr, s->pending_rcpt, sizeof(r->addr));
 	msd_strlcpy(r->action, action, sizeof(r->action));
@@ -547,12 +560,8 @@ create_result(struct smtp_session *s, struct ipc_msg *m)
 	if (s->create_stale || s->closing) {
 		s->create_stale = 0;
 		if (fd != -1) {
-			struct ipc_out *o = ipc_begin(env.peer[ROLE_QUEUE],
-			    IMSG_QUEUE_ROLLBACK);
-
 			close(fd);
-			ipc_put_u32(o, msgid);
-			ipc_end(o, -1);
+			message_rollback(msgid);
 		}
 		/* A newer transaction may need its own. */
 		if (!s->closing && s->state == S_RCPT)
