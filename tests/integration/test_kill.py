@@ -99,8 +99,33 @@ def test_second_daemon_refused():
     assert d.stop() == 0
 
 
+def workers(d):
+    return [p for p in h.children(d.pid) if h._read("/proc/%d/comm" % p).strip() == b"delivery"]
+
+
+def test_dead_worker_is_not_a_dead_daemon():
+    """kill -9 of a delivery worker: the daemon stays up, the next message is delivered"""
+    d = h.Daemon("worker").start()
+    for n, subject in enumerate(("first", "second"), 1):
+        with d.connect() as c:
+            c.greet()
+            c.send_message(h.make_message(subject))
+        d.wait_delivered(n)
+        d.wait_queue_empty()
+        if n == 1:
+            victims = workers(d)
+            assert victims, "no delivery worker among the daemon's children"
+            for p in victims:
+                os.kill(p, signal.SIGKILL)
+            h.wait_for(lambda: not set(victims) & set(workers(d)), 10,
+                       what="the killed workers to be reaped")
+    assert d.running(), "the daemon died with its delivery worker"
+    assert len(d.messages()) == 2
+    assert d.stop() == 0
+
+
 CHECKS = [make_check(r, n) for n, r in enumerate(h.ROLES + ("parent",))]
-CHECKS.append(test_second_daemon_refused)
+CHECKS += [test_second_daemon_refused, test_dead_worker_is_not_a_dead_daemon]
 
 if __name__ == "__main__":
     h.run_checks(CHECKS)
