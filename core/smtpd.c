@@ -460,6 +460,14 @@ on_sigchld(evutil_socket_t sig, short ev, void *arg)
 	}
 }
 
+/* Admins send HUP expecting a reload: never let it stop the server. */
+static void
+on_sighup(evutil_socket_t sig, short ev, void *arg)
+{
+	log_warnx("smtpd: SIGHUP: configuration reload is not supported yet,"
+	    " restart smtpd to apply changes");
+}
+
 static void
 on_sigterm(evutil_socket_t sig, short ev, void *arg)
 {
@@ -499,7 +507,7 @@ parent_run(void)
 	ev_chld = evsignal_new(env.evbase, SIGCHLD, on_sigchld, NULL);
 	ev_term = evsignal_new(env.evbase, SIGTERM, on_sigterm, NULL);
 	ev_int = evsignal_new(env.evbase, SIGINT, on_sigterm, NULL);
-	ev_hup = evsignal_new(env.evbase, SIGHUP, on_sigterm, NULL);
+	ev_hup = evsignal_new(env.evbase, SIGHUP, on_sighup, NULL);
 	if (!ev_chld || !ev_term || !ev_int || !ev_hup)
 		fatalx("evsignal_new");
 	evsignal_add(ev_chld, NULL);

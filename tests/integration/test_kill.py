@@ -124,7 +124,21 @@ def test_dead_worker_is_not_a_dead_daemon():
     assert d.stop() == 0
 
 
+def test_sighup_keeps_running():
+    """SIGHUP (an admin expecting a reload) is logged and does not stop the daemon"""
+    d = h.Daemon("hup").start()
+    os.kill(d.pid, signal.SIGHUP)
+    d.wait_log(r"SIGHUP: configuration reload is not supported yet")
+    with d.connect() as c:
+        c.greet()
+        c.send_message(h.make_message("after hup"))
+    d.wait_delivered(1)
+    assert d.running()
+    assert d.stop() == 0
+
+
 CHECKS = [make_check(r, n) for n, r in enumerate(h.ROLES + ("parent",))]
+CHECKS.append(test_sighup_keeps_running)
 CHECKS += [test_second_daemon_refused, test_dead_worker_is_not_a_dead_daemon]
 
 if __name__ == "__main__":
