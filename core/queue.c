@@ -171,8 +171,14 @@ queue_flush_round(evutil_socket_t fd, short ev, void *arg)
 		TAILQ_REMOVE(&commit_round, c, entry);
 		if (ok) {
 			reply_status(IMSG_QUEUE_COMMIT_RESULT, c->reqid, 0);
-			for (i = 0; i < c->nevs; i++)
+			for (i = 0; i < c->nevs; i++) {
+				/* OpenSMTPD's line, under the session's id. */
+				log_info("%016" PRIx64 " smtp envelope evpid=%016"
+				    PRIx64 " from=<%s> to=<%s>", c->reqid,
+				    c->evs[i].id, c->evs[i].sender,
+				    c->evs[i].dest);
 				scheduler_add(&c->evs[i]);
+			}
 		} else {
 			commit_drop(c);
 			reply_status(IMSG_QUEUE_COMMIT_RESULT, c->reqid, 1);
