@@ -7,12 +7,12 @@
  *	<spool>/envelope/<evpid>	committed envelope, 16 hex digits
  *
  * Group commit: message_commit only marks a message's staged envelopes as
- * part of the current round.  flush then makes the whole round durable
- * with two journal commits whatever its size: syncfs() writes the message
- * files and staged envelopes, the envelopes are renamed into envelope/,
- * and one fsync of envelope/ makes the renames durable.  An envelope is
- * never visible in envelope/ before its message's bytes are on disk, so a
- * crash can leave only uncommitted files behind, which the host removes.
+ * part of the current round.  flush then makes the whole round durable:
+ * the round's files are fsync'd by a few threads at once (the file system
+ * merges concurrent syncs), message/ is fsync'd, the envelopes are renamed
+ * into envelope/ and that directory fsync'd.  An envelope is never durable
+ * in envelope/ before its message, so a crash can leave only uncommitted
+ * files behind, which the host removes.
  *
  * Uses only sdk/modsmtpd.h and libc; it logs through host->log.
  */
@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -720,21 +721,122 @@ round_publish(struct fs *fs)
 	return MSD_OK;
 }
 
+/*
+ * The files of a round are fsync'd by a few threads at once: the file
+ * system merges concurrent syncs into few journal commits, and unlike
+ * syncfs() the round never waits for other programs' dirty data.
+ */
+#define FS_SYNC_THREADS		8
+
+struct sync_job {
+	char	**paths;
+	size_t	 npaths;
+	size_t	 first;
+	size_t	 step;
+	int	 failed;		/* errno of the first failure */
+	size_t	 bad;			/* ... and which path */
+};
+
+static void *
+sync_worker(void *arg)
+{
+	struct sync_job	*j = arg;
+	size_t		 i;
+
+	for (i = j->first; i < j->npaths && !j->failed; i += j->step)
+		if (fsync_path(j->paths[i]) == -1) {
+			j->failed = errno;
+			j->bad = i;
+		}
+	return NULL;
+}
+
+static int
+sync_paths(struct fs *fs, char **paths, size_t n)
+{
+	struct sync_job	 jobs[FS_SYNC_THREADS];
+	pthread_t	 tid[FS_SYNC_THREADS];
+	size_t		 i, k = n < FS_SYNC_THREADS ? n : FS_SYNC_THREADS;
+	int		 started[FS_SYNC_THREADS];
+
+	for (i = 0; i < k; i++) {
+		jobs[i] = (struct sync_job){ paths, n, i, k, 0, 0 };
+		/* Without a thread, this one does its share itself. */
+		started[i] = pthread_create(&tid[i], NULL, sync_worker,
+		    &jobs[i]) == 0;
+		if (!started[i])
+			sync_worker(&jobs[i]);
+	}
+	for (i = 0; i < k; i++)
+		if (started[i])
+			pthread_join(tid[i], NULL);
+	for (i = 0; i < k; i++)
+		if (jobs[i].failed) {
+			errno = jobs[i].failed;
+			return fs_fail(fs, "cannot fsync", paths[jobs[i].bad]);
+		}
+	return MSD_OK;
+}
+
+static void
+paths_free(char **paths, size_t n)
+{
+	while (n > 0)
+		free(paths[--n]);
+	free(paths);
+}
+
+/* The message files and staged envelopes of the round, to be synced. */
+static int
+round_paths(struct fs *fs, char ***out, size_t *np)
+{
+	char	 path[PATH_MAX], **paths;
+	size_t	 i, n = 0;
+
+	if ((paths = calloc(2 * fs->nstaged + 1, sizeof(*paths))) == NULL)
+		return fs_fail(fs, "out of memory for", "a round");
+	for (i = 0; i < fs->nstaged; i++) {
+		if (!fs->staged[i].in_round)
+			continue;
+		/* A second fsync of a message with several envelopes is free. */
+		if (msg_path(fs, path, sizeof(path), fs->staged[i].msgid) == -1 ||
+		    (paths[n++] = strdup(path)) == NULL ||
+		    env_path(fs, path, sizeof(path), "tmp",
+		    fs->staged[i].evpid) == -1 ||
+		    (paths[n++] = strdup(path)) == NULL) {
+			paths_free(paths, n);
+			return fs_fail(fs, "cannot list", "a round");
+		}
+	}
+	*out = paths;
+	*np = n;
+	return MSD_OK;
+}
+
 static int
 fs_flush(void *inst)
 {
 	struct fs	*fs = inst;
+	char		**paths = NULL;
+	size_t		 n = 0;
 	int		 r;
 
 	if (!fs->dirty)
 		return MSD_OK;
 	/*
-	 * One syncfs instead of an fsync per file: the journal commits once
-	 * for the whole round.  It also writes other dirty data of this file
-	 * system, which is why a busy spool belongs on its own file system.
+	 * Bytes first, then the names: message files and staged envelopes
+	 * synced, message/ synced, and only then the envelopes renamed into
+	 * envelope/ and that directory synced.  An envelope is never durable
+	 * before its message.
 	 */
-	if (syncfs(fs->msgdir) == -1)
-		return fs_fail(fs, "cannot syncfs", fs->spool);
+	if ((r = round_paths(fs, &paths, &n)) != MSD_OK)
+		return r;
+	r = sync_paths(fs, paths, n);
+	paths_free(paths, n);
+	if (r != MSD_OK)
+		return r;
+	if (fsync(fs->msgdir) == -1)
+		return fs_fail(fs, "cannot fsync", "message/");
 	if ((r = round_publish(fs)) != MSD_OK)
 		return r;
 	if (fsync(fs->envdir) == -1)
