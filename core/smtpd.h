@@ -221,7 +221,6 @@ enum ipc_type {
 	IMSG_MDA_WORK,			/* parent -> worker: evpid, JSON,
 					   path, junk, +fd */
 	/* control */
-	IMSG_CTL_VERBOSE,
 	IMSG_CTL_SHUTDOWN,		/* parent -> queue: all results sent */
 	IMSG_MAX
 };
