@@ -3,12 +3,13 @@
  * chrooted).
  *
  * Commands are read one line at a time and handled in order; a command that
- * needs another role (RCPT -> lookup, DATA -> queue) suspends input until
- * the answer comes back, so pipelined commands are answered in order.  The
- * message is written into a descriptor the queue handed over; the client
- * gets 250 only after the queue says the message and its envelopes are on
- * disk.  Replies follow OpenSMTPD's wording, except that PIPELINING is
- * offered.
+ * needs another role (RCPT -> lookup, end of DATA -> queue) suspends input
+ * until the answer comes back, so pipelined commands are answered in order.
+ * The queue is asked for the message file when the first recipient is
+ * accepted, without suspending anything, so DATA rarely waits.  The message
+ * is written into that descriptor; the client gets 250 only after the queue
+ * says the message and its envelopes are on disk.  Replies follow
+ * OpenSMTPD's wording, except that PIPELINING is offered.
  */
 #include <sys/socket.h>
 
