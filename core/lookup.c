@@ -27,6 +27,7 @@ rcpt_user_ok(const struct action *a, const char *rcpt)
 		return 1;
 	if (addr_split(rcpt, user, sizeof(user), domain, sizeof(domain)) == -1)
 		return 0;
+	subaddr_strip(user, env.conf->subaddr_delim);
 	lowercase(user);
 	return getpwnam(user) != NULL;
 }
@@ -41,6 +42,7 @@ lookup_rcpt(struct ipc_msg *m)
 	size_t			 len;
 	uint64_t		 reqid;
 	uint32_t		 status = LKA_REJECT;
+	int			 tempfail;
 	const char		*action = NULL;
 	struct ipc_out		*o;
 
@@ -53,14 +55,21 @@ lookup_rcpt(struct ipc_msg *m)
 	memcpy(&ss, p, sizeof(ss));
 	ctx.src = ctx.local ? NULL : &ss;
 	ctx.tag = ipc_get_str(m);
+	ctx.helo = ipc_get_str(m);
+	ctx.auth = ipc_get_str(m);
+	ctx.tls = ipc_get_u32(m);
 	ctx.sender = ipc_get_str(m);
 	ctx.rcpt = ipc_get_str(m);
 	ipc_get_end(m);
 	if (ctx.sender == NULL || ctx.rcpt == NULL)
 		fatalx("lookup: missing address");
 
-	r = ruleset_match(env.conf, &ctx);
-	if (r && !r->reject && r->action) {
+	r = ruleset_match(env.conf, &ctx, &tempfail);
+	if (tempfail) {
+		status = LKA_TEMPFAIL;
+		log_warnx("lookup: rcpt <%s>: a table lookup failed",
+		    ctx.rcpt);
+	} else if (r && !r->reject && r->action) {
 		if (rcpt_user_ok(r->action, ctx.rcpt)) {
 			status = LKA_OK;
 			action = r->action->name;

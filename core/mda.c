@@ -58,10 +58,14 @@ TAILQ_HEAD(, mda_worker) workers = TAILQ_HEAD_INITIALIZER(workers);
 static size_t		 nworkers;
 static struct event	*idle_timer;
 
-static const char *method_names[] = {
+/* Local methods are mda modules; the others never reach this file. */
+static const char *method_names[A_NMETHODS] = {
+	[A_MBOX] = "mbox",
 	[A_MAILDIR] = "maildir",
+	[A_LMTP] = "lmtp",
+	[A_MDA] = "mda",
 };
-#define NMETHODS	(sizeof(method_names) / sizeof(method_names[0]))
+#define NMETHODS	A_NMETHODS
 static struct module	*methods[NMETHODS];
 
 #define GROUP_MAX		256	/* supplementary groups kept */
@@ -74,7 +78,7 @@ mda_init(void)
 	TAILQ_FOREACH(a, &env.conf->actions, entry) {
 		if ((size_t)a->method >= NMETHODS)
 			fatalx("mda: unknown method");
-		if (methods[a->method])
+		if (method_names[a->method] == NULL || methods[a->method])
 			continue;
 		methods[a->method] = module_load(MSD_KIND_MDA,
 		    method_names[a->method]);
@@ -101,67 +105,29 @@ send_result(uint64_t evpid, uint32_t status, const char *text)
 
 /* ---------------------------------------------------- path expansion */
 
-/* Values from the network must not climb out of the intended directory. */
-static int
-safe_component(const char *v)
-{
-	return v[0] != '\0' && strchr(v, '/') == NULL && strcmp(v, ".") &&
-	    strcmp(v, "..");
-}
-
-static int
-expand_token(const char *tok, size_t toklen, const struct envelope *ev,
-    const struct passwd *pw, char *out, size_t outlen)
-{
-	char	 user[SMTPD_MAXADDR], domain[SMTPD_MAXADDR];
-	const char *v = NULL;
-
-	if (addr_split(ev->dest, user, sizeof(user), domain,
-	    sizeof(domain)) == -1)
-		return -1;
-	lowercase(domain);
-#define TOK(s)	(toklen == sizeof(s) - 1 && strncmp(tok, s, toklen) == 0)
-	if (TOK("user.username"))
-		v = pw->pw_name;
-	else if (TOK("user.directory"))
-		v = pw->pw_dir;
-	else if (TOK("dest.user") || TOK("rcpt.user"))
-		v = user;
-	else if (TOK("dest.domain") || TOK("rcpt.domain"))
-		v = domain;
-#undef TOK
-	if (v == NULL || (v != pw->pw_dir && !safe_component(v)))
-		return -1;
-	return msd_strlcat(out, v, outlen) < outlen ? 0 : -1;
-}
-
+/*
+ * The mailbox path with smtpd.conf(5) format specifiers expanded; values
+ * from the network are sanitised by expand_format().
+ */
 static int
 expand_path(const char *in, const struct envelope *ev,
     const struct passwd *pw, char *out, size_t outlen)
 {
-	const char *p, *end;
-	char	 c[2] = { 0, 0 };
+	struct expand_ctx	 x;
+	const char		*err;
 
-	out[0] = '\0';
-	if (in == NULL)
-		in = "~/Maildir";
-	if (in[0] == '~' && (in[1] == '/' || in[1] == '\0')) {
-		if (msd_strlcat(out, pw->pw_dir, outlen) >= outlen)
-			return -1;
-		in++;
-	}
-	for (p = in; *p; p++) {
-		if (p[0] == '%' && p[1] == '{') {
-			if ((end = strchr(p, '}')) == NULL ||
-			    expand_token(p + 2, end - p - 2, ev, pw, out,
-			    outlen) == -1)
-				return -1;
-			p = end;
-			continue;
-		}
-		c[0] = *p;
-		if (msd_strlcat(out, c, outlen) >= outlen)
-			return -1;
+	memset(&x, 0, sizeof(x));
+	x.sender = ev->sender;
+	x.rcpt = ev->rcpt;
+	x.dest = ev->dest;
+	x.user = pw->pw_name;
+	x.directory = pw->pw_dir;
+	x.mbox_from = ev->sender[0] ? ev->sender : "MAILER-DAEMON";
+	x.subaddr_delim = env.conf->subaddr_delim;
+	if (expand_format(in ? in : "~/Maildir", &x, out, outlen, &err) == -1) {
+		log_warnx("mda: evp:%016" PRIx64 ": cannot expand \"%s\": %s",
+		    ev->id, in ? in : "~/Maildir", err);
+		return -1;
 	}
 	return out[0] == '/' ? 0 : -1;
 }
@@ -180,6 +146,7 @@ delivery_user(const struct action *a, const struct envelope *ev)
 	if (addr_split(ev->dest, user, sizeof(user), domain,
 	    sizeof(domain)) == -1)
 		return NULL;
+	subaddr_strip(user, env.conf->subaddr_delim);
 	lowercase(user);
 	return getpwnam(user);
 }

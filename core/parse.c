@@ -1,12 +1,14 @@
 /*
  * parse.c - smtpd.conf(5) reader: a hand-written lexer feeding a
- * recursive-descent parser with one function per directive, so the grammar
- * can grow a directive (or an option) at a time.
+ * recursive-descent parser with one function per directive.  This file
+ * holds the lexer, macros, includes, tables, listeners and the global
+ * directives; parse_rule.c reads action, match and filter, and
+ * parse_legacy.c translates the pre-6.4 grammar into the same model.
  *
  * The first error stops the load: it is reported as exactly one line,
  * "file:line: message", and config_load() returns NULL, so a half-parsed
- * configuration never reaches the daemon.  Names used before they are
- * declared (actions, tables) are resolved once the whole file is read.
+ * configuration never reaches the daemon.  Names may be used before they
+ * are declared; they are resolved once the whole file is read.
  */
 #include <sys/stat.h>
 
@@ -22,36 +24,16 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "smtpd.h"
+#include "parse.h"
 
 #define CONF_MAX_FILE		(16 * 1024 * 1024)
 #define CONF_MAX_TOKEN		8192	/* one word or quoted string */
 #define CONF_MAX_INCLUDE	16	/* include nesting */
 #define CONF_MAX_EXPAND		8	/* macro nesting */
 #define CONF_DEFAULT_PORT	25
+#define CONF_SMTPS_PORT		465
 #define CONF_MAX_TAG		63	/* fits envelope.tag */
 #define CONF_MAX_HOSTNAME	255	/* fits envelope.hostname */
-
-enum tok_type {
-	T_ERR,			/* after an error: stops every rule */
-	T_EOF,
-	T_NL,
-	T_WORD,			/* bare word or quoted string */
-	T_LBRACE,
-	T_RBRACE,
-	T_LT,
-	T_GT,
-	T_BANG,
-	T_EQ,
-	T_COMMA,
-};
-
-struct token {
-	enum tok_type	 type;
-	char		*text;		/* T_WORD only */
-	int		 quoted;	/* quoted words are never keywords */
-	int		 line;
-};
 
 /* One file being read, or one macro value being re-read. */
 struct lexer {
@@ -76,43 +58,31 @@ struct macrodef {
 	int	 cmdline;		/* -D wins over the file */
 };
 
-/* A name used before the end of the file; exactly one slot is set. */
-struct ref {
-	char		 *name;
-	char		 *file;
-	int		  line;
-	struct table	**table;
-	struct action	**action;
-};
-
-struct parser {
-	struct config	*conf;
-	struct lexer	*lx;		/* innermost file */
-	int		 depth;		/* include nesting */
-	int		 failed;
-	unsigned int	 nanon;		/* anonymous tables made so far */
-	struct macrodef	*macros;
-	size_t		 nmacros;
-	struct ref	*refs;
-	size_t		 nrefs;
-};
-
-/* Macro names may not shadow words the grammar gives a meaning. */
+/*
+ * OpenSMTPD's keywords: unquoted, they are never names or values there,
+ * so they are not here either ("action local mbox" must be quoted).
+ */
 static const char *const reserved[] = {
-	"action", "any", "domain", "for", "from", "hostname", "include",
-	"inet4", "inet6", "junk", "limit", "listen", "local", "maildir",
-	"match", "on", "port", "reject", "smtp", "socket", "src", "table",
-	"tag", "user",
+	"action", "admd", "alias", "any", "auth", "auth-optional", "backup",
+	"bounce", "bypass", "ca", "cert", "chain", "chroot", "ciphers",
+	"commit", "compression", "connect", "data", "dhe", "disconnect",
+	"domain", "ehlo", "encryption", "expand-only", "fcrdns", "filter",
+	"for", "forward-only", "from", "group", "helo", "helo-src", "host",
+	"hostname", "hostnames", "include", "inet4", "inet6", "junk", "key",
+	"limit", "listen", "lmtp", "local", "mail-from", "maildir",
+	"mask-src", "masquerade", "match", "max-deferred",
+	"max-message-size", "mbox", "mda", "mta", "mx", "no-dsn",
+	"no-verify", "on", "phase", "pki", "port", "proc", "proc-exec",
+	"protocols", "proxy-v2", "queue", "rcpt-to", "rdns",
+	"received-auth", "regex", "reject", "relay", "rewrite", "senders",
+	"smtp", "smtps", "socket", "src", "srs", "sub-addr-delim", "tag",
+	"tls", "tls-require", "ttl", "user", "userbase", "verify", "virtual",
+	"warn-interval", "wrapper",
 };
 
 static int	parse_statement(struct parser *);
 
 /* ---------------------------------------------------------------- errors */
-
-static int perr_at(struct parser *, const char *, int, const char *, ...)
-    __attribute__((format(printf, 4, 5)));
-static int perr(struct parser *, int, const char *, ...)
-    __attribute__((format(printf, 3, 4)));
 
 static int
 vperr_at(struct parser *p, const char *file, int line, const char *fmt,
@@ -130,8 +100,8 @@ vperr_at(struct parser *p, const char *file, int line, const char *fmt,
 	return -1;
 }
 
-static int
-perr_at(struct parser *p, const char *file, int line, const char *fmt, ...)
+int
+cf_err_at(struct parser *p, const char *file, int line, const char *fmt, ...)
 {
 	va_list	 ap;
 
@@ -141,8 +111,8 @@ perr_at(struct parser *p, const char *file, int line, const char *fmt, ...)
 	return -1;
 }
 
-static int
-perr(struct parser *p, int line, const char *fmt, ...)
+int
+cf_err(struct parser *p, int line, const char *fmt, ...)
 {
 	va_list	 ap;
 
@@ -150,6 +120,19 @@ perr(struct parser *p, int line, const char *fmt, ...)
 	vperr_at(p, p->lx->name, line, fmt, ap);
 	va_end(ap);
 	return -1;
+}
+
+void
+cf_warn(struct parser *p, int line, const char *fmt, ...)
+{
+	va_list	 ap;
+	char	 msg[1024];
+
+	va_start(ap, fmt);
+	if (vsnprintf(msg, sizeof(msg), fmt, ap) < 0)
+		msg[0] = '\0';
+	va_end(ap);
+	log_warnx("%s:%d: warning: %s", p->lx->name, line, msg);
 }
 
 static const char *
@@ -177,18 +160,24 @@ tok_desc(const struct token *t, char *buf, size_t len)
 }
 
 /* "syntax error: expected WHAT [after PREVIOUS], got GOT" */
-static int
-unexpected(struct parser *p, const struct token *got, const char *what)
+int
+cf_unexpected(struct parser *p, const struct token *got, const char *what)
 {
 	const struct token	*prev = &p->lx->cur;
 	char			 gbuf[96], pbuf[96];
 
 	if (prev->type != T_WORD && prev->type < T_LBRACE)
-		return perr(p, got->line, "syntax error: expected %s, got %s",
+		return cf_err(p, got->line, "syntax error: expected %s, got %s",
 		    what, tok_desc(got, gbuf, sizeof(gbuf)));
-	return perr(p, got->line, "syntax error: expected %s after %s, got %s",
-	    what, tok_desc(prev, pbuf, sizeof(pbuf)),
+	return cf_err(p, got->line, "syntax error: expected %s after %s, got "
+	    "%s", what, tok_desc(prev, pbuf, sizeof(pbuf)),
 	    tok_desc(got, gbuf, sizeof(gbuf)));
+}
+
+int
+cf_twice(struct parser *p, const char *opt)
+{
+	return cf_err(p, p->lx->cur.line, "option \"%s\" given twice", opt);
 }
 
 /* ----------------------------------------------------------------- lexer */
@@ -290,11 +279,11 @@ lex_word(struct parser *p, struct lexer *lx, struct token *t)
 		lx->pos++;
 	n = lx->pos - start;
 	if (lx_peekc(lx, 0) == '"') {
-		perr(p, t->line, "unexpected '\"' inside a word");
+		cf_err(p, t->line, "unexpected '\"' inside a word");
 		return;
 	}
 	if (n >= CONF_MAX_TOKEN) {
-		perr(p, t->line, "word too long (more than %d bytes)",
+		cf_err(p, t->line, "word too long (more than %d bytes)",
 		    CONF_MAX_TOKEN - 1);
 		return;
 	}
@@ -318,7 +307,7 @@ lex_quoted(struct parser *p, struct lexer *lx, struct token *t)
 	for (;;) {
 		c = lx_peekc(lx, 0);
 		if (c == EOF || c == '\n') {
-			perr(p, t->line, "unterminated quoted string");
+			cf_err(p, t->line, "unterminated quoted string");
 			return;
 		}
 		if ((cont = continuation(lx)) > 0) {
@@ -333,12 +322,12 @@ lex_quoted(struct parser *p, struct lexer *lx, struct token *t)
 		    lx_peekc(lx, 0) == '\\'))
 			c = lx->buf[lx->pos++];
 		else if ((c < ' ' && c != '\t') || c == 0x7f) {
-			perr(p, t->line, "unexpected character 0x%02x in "
+			cf_err(p, t->line, "unexpected character 0x%02x in "
 			    "quoted string", c);
 			return;
 		}
 		if (n + 1 >= sizeof(buf)) {
-			perr(p, t->line, "quoted string too long (more than "
+			cf_err(p, t->line, "quoted string too long (more than "
 			    "%zu bytes)", sizeof(buf) - 1);
 			return;
 		}
@@ -381,7 +370,7 @@ lex_raw(struct parser *p, struct lexer *lx, struct token *t)
 		return;
 	}
 	if (!is_word_char(c)) {
-		perr(p, t->line, "unexpected character 0x%02x", c);
+		cf_err(p, t->line, "unexpected character 0x%02x", c);
 		return;
 	}
 	lex_word(p, lx, t);
@@ -437,15 +426,15 @@ expand_macro(struct parser *p, const char *ref, int line, int depth)
 	const char	*value;
 
 	if (!macro_name_valid(ref + 1)) {
-		perr(p, line, "invalid macro reference \"%s\"", ref);
+		cf_err(p, line, "invalid macro reference \"%s\"", ref);
 		return;
 	}
 	if ((value = macro_get(p, ref + 1)) == NULL) {
-		perr(p, line, "undefined macro \"%s\"", ref + 1);
+		cf_err(p, line, "undefined macro \"%s\"", ref + 1);
 		return;
 	}
 	if (depth >= CONF_MAX_EXPAND) {
-		perr(p, line, "macro \"%s\" nests too deeply (does it refer "
+		cf_err(p, line, "macro \"%s\" nests too deeply (does it refer "
 		    "to itself?)", ref + 1);
 		return;
 	}
@@ -490,8 +479,8 @@ lex_fill(struct parser *p)
 }
 
 /* The token n places ahead; valid until the next peek() or take(). */
-static const struct token *
-peek(struct parser *p, size_t n)
+const struct token *
+cf_peek(struct parser *p, size_t n)
 {
 	struct lexer	*lx = p->lx;
 
@@ -500,12 +489,12 @@ peek(struct parser *p, size_t n)
 	return &lx->q[lx->qhead + n];
 }
 
-static const struct token *
-take(struct parser *p)
+const struct token *
+cf_take(struct parser *p)
 {
 	struct lexer	*lx = p->lx;
 
-	peek(p, 0);
+	cf_peek(p, 0);
 	free(lx->cur.text);
 	lx->cur = lx->q[lx->qhead++];
 	if (lx->qhead == lx->qlen)
@@ -525,16 +514,17 @@ lexer_free(struct lexer *lx)
 	free(lx->owned);
 }
 
+
 /* --------------------------------------------------------- parse helpers */
 
-static int
-is_kw(const struct token *t, const char *kw)
+int
+cf_is_kw(const struct token *t, const char *kw)
 {
 	return t->type == T_WORD && !t->quoted && strcmp(t->text, kw) == 0;
 }
 
-static int
-is_eol(const struct token *t)
+int
+cf_is_eol(const struct token *t)
 {
 	return t->type == T_NL || t->type == T_EOF;
 }
@@ -552,81 +542,137 @@ in_list(const char *s, const char *const *list, size_t n)
 
 #define IN_LIST(s, a)	in_list((s), (a), sizeof(a) / sizeof((a)[0]))
 
-/* A value where a word (quoted or not) is required. */
-static int
-want_word(struct parser *p, const char *what, char **out)
+int
+cf_is_reserved(const char *s)
 {
-	const struct token	*t = peek(p, 0);
+	return IN_LIST(s, reserved);
+}
+
+int
+cf_line(const struct parser *p)
+{
+	return p->lx->cur.line;
+}
+
+const char *
+cf_last(const struct parser *p)
+{
+	return p->lx->cur.text ? p->lx->cur.text : "";
+}
+
+/*
+ * A value where a word is required.  Unquoted keywords are refused as
+ * OpenSMTPD refuses them, with the fix in the message.
+ */
+int
+cf_word(struct parser *p, const char *what, char **out)
+{
+	const struct token	*t = cf_peek(p, 0);
 
 	if (t->type != T_WORD)
-		return unexpected(p, t, what);
-	*out = xstrdup(take(p)->text);
+		return cf_unexpected(p, t, what);
+	if (!t->quoted && cf_is_reserved(t->text))
+		return cf_err(p, t->line, "syntax error: expected %s, got the "
+		    "reserved word %s (write \"%s\" to use it as a value)",
+		    what, t->text, t->text);
+	*out = xstrdup(cf_take(p)->text);
 	return 0;
 }
 
-static int
-want_eol(struct parser *p)
+/* A name: a word, not empty, without the characters of <table> syntax. */
+int
+cf_name(struct parser *p, const char *what, char **out)
 {
-	const struct token	*t = peek(p, 0);
+	if (cf_word(p, what, out) == -1)
+		return -1;
+	if (**out == '\0' || strpbrk(*out, "<>\n") != NULL) {
+		cf_err(p, cf_line(p), "invalid %s \"%s\"", what, *out);
+		free(*out);
+		*out = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+int
+cf_eol(struct parser *p)
+{
+	const struct token	*t = cf_peek(p, 0);
 
 	if (t->type == T_EOF)
 		return 0;
 	if (t->type != T_NL)
-		return unexpected(p, t, "end of line");
-	take(p);
+		return cf_unexpected(p, t, "end of line");
+	cf_take(p);
 	return 0;
 }
 
-/* Known to OpenSMTPD but not implemented here yet: say so, not "unknown". */
-static int
-not_yet(struct parser *p, const char *what, const char *name)
+int
+cf_abspath(struct parser *p, const char *what, char **out)
 {
-	return perr(p, p->lx->cur.line, "%s \"%s\" is not available yet",
-	    what, name);
+	if (cf_word(p, what, out) == -1)
+		return -1;
+	if ((*out)[0] != '/') {
+		cf_err(p, cf_line(p), "%s \"%s\" must be an absolute path "
+		    "(starting with /)", what, *out);
+		free(*out);
+		*out = NULL;
+		return -1;
+	}
+	return 0;
 }
 
-static int
-option_twice(struct parser *p, const char *opt)
-{
-	return perr(p, p->lx->cur.line, "option \"%s\" given twice", opt);
-}
-
-static char *
-here_file(const struct parser *p)
-{
-	return xstrdup(p->lx->name);
-}
-
-static void
-ref_add(struct parser *p, const char *name, int line, struct table **table,
-    struct action **action)
-{
-	struct ref	*r;
-
-	p->refs = xreallocarray(p->refs, p->nrefs + 1, sizeof(*p->refs));
-	r = &p->refs[p->nrefs++];
-	r->name = xstrdup(name);
-	r->file = here_file(p);
-	r->line = line;
-	r->table = table;
-	r->action = action;
-}
-
-/* Decimal count, 1 .. UINT32_MAX. */
-static int
-scan_count(const char *s, size_t *out)
+/* A decimal count in [min, max]. */
+int
+cf_count(struct parser *p, const char *what, size_t min, size_t max,
+    size_t *out)
 {
 	unsigned long long	 v;
-	char			*end;
+	char			*s, *end;
+	int			 rc = 0;
 
-	if (!isdigit((unsigned char)*s))
+	if (cf_word(p, what, &s) == -1)
 		return -1;
 	errno = 0;
 	v = strtoull(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v == 0 || v > UINT32_MAX)
+	if (!isdigit((unsigned char)*s) || errno != 0 || *end != '\0' ||
+	    v < min || v > max)
+		rc = cf_err(p, cf_line(p), "invalid %s \"%s\": expected a "
+		    "number from %zu to %zu", what, s, min, max);
+	else
+		*out = v;
+	free(s);
+	return rc;
+}
+
+/* n{s|m|h|d}, positive: the unit is required, as OpenSMTPD's. */
+int
+cf_duration(struct parser *p, const char *what, uint32_t *out)
+{
+	unsigned long long	 v, mult;
+	char			*s, *end;
+	int			 rc = 0;
+
+	if (cf_word(p, what, &s) == -1)
 		return -1;
-	*out = v;
-	return 0;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	switch (*end) {
+	case 's': mult = 1; break;
+	case 'm': mult = 60; break;
+	case 'h': mult = 3600; break;
+	case 'd': mult = 86400; break;
+	default: mult = 0; break;
+	}
+	if (!isdigit((unsigned char)*s) || errno != 0 || mult == 0 ||
+	    end[1] != '\0' || v == 0 || v > UINT32_MAX / mult)
+		rc = cf_err(p, cf_line(p), "invalid %s \"%s\": expected a "
+		    "positive number followed by s, m, h or d (e.g. 4d)",
+		    what, s);
+	else
+		*out = v * mult;
+	free(s);
+	return rc;
 }
 
 static int
@@ -682,18 +728,70 @@ scan_size(const char *s, size_t *out)
 	return 0;
 }
 
-/* ---------------------------------------------------------------- tables */
-
-static struct table *
-table_find(const struct config *conf, const char *name)
+int
+cf_size(struct parser *p, size_t *out)
 {
-	struct table	*t;
+	char	*s;
+	int	 rc = 0;
 
-	TAILQ_FOREACH(t, &conf->tables, entry)
-		if (strcmp(t->name, name) == 0)
-			return t;
-	return NULL;
+	if (cf_word(p, "a size", &s) == -1)
+		return -1;
+	if (scan_size(s, out) == -1)
+		rc = cf_err(p, cf_line(p), "invalid size \"%s\": expected a "
+		    "positive number of bytes, optionally scaled with K, M or "
+		    "G", s);
+	free(s);
+	return rc;
 }
+
+/* An option taking one word, at most once. */
+int
+cf_string_opt(struct parser *p, const char *opt, const char *what,
+    char **slot)
+{
+	if (*slot != NULL)
+		return cf_twice(p, opt);
+	return cf_word(p, what, slot);
+}
+
+char *
+cf_here(const struct parser *p)
+{
+	return xstrdup(p->lx->name);
+}
+
+void
+cf_ref(struct parser *p, enum ref_kind kind, const char *name, int line,
+    void *slot)
+{
+	struct ref	*r;
+
+	p->refs = xreallocarray(p->refs, p->nrefs + 1, sizeof(*p->refs));
+	r = &p->refs[p->nrefs++];
+	r->kind = kind;
+	r->name = xstrdup(name);
+	r->file = cf_here(p);
+	r->line = line;
+	r->slot = slot;
+}
+
+void
+cf_legacy(struct parser *p, int line)
+{
+	size_t	 i;
+
+	p->conf->legacy = 1;
+	for (i = 0; i < p->nlegacy_files; i++)
+		if (strcmp(p->legacy_files[i], p->lx->name) == 0)
+			return;
+	p->legacy_files = xreallocarray(p->legacy_files,
+	    p->nlegacy_files + 1, sizeof(*p->legacy_files));
+	p->legacy_files[p->nlegacy_files++] = xstrdup(p->lx->name);
+	cf_warn(p, line, "this file uses the smtpd.conf grammar of OpenSMTPD "
+	    "before 6.4; it is translated (see it with smtpd -n -v)");
+}
+
+/* ---------------------------------------------------------------- tables */
 
 static struct table *
 table_new(struct parser *p, char *name, int line)
@@ -701,8 +799,9 @@ table_new(struct parser *p, char *name, int line)
 	struct table	*t = xcalloc(1, sizeof(*t));
 
 	t->name = name;
+	t->type = xstrdup("static");
 	t->kind = TABLE_LIST;
-	t->file = here_file(p);
+	t->file = cf_here(p);
 	t->line = line;
 	TAILQ_INSERT_TAIL(&p->conf->tables, t, entry);
 	return t;
@@ -736,11 +835,12 @@ table_entry(struct parser *p, struct table *t)
 	char	*key, *value = NULL;
 	int	 line;
 
-	key = xstrdup(take(p)->text);
-	line = p->lx->cur.line;
-	if (peek(p, 0)->type == T_EQ) {
-		take(p);
-		if (want_word(p, "a value", &value) == -1) {
+	if (cf_word(p, "a table value", &key) == -1)
+		return -1;
+	line = cf_line(p);
+	if (cf_peek(p, 0)->type == T_EQ) {
+		cf_take(p);
+		if (cf_word(p, "a value", &value) == -1) {
 			free(key);
 			return -1;
 		}
@@ -750,12 +850,12 @@ table_entry(struct parser *p, struct table *t)
 	if ((t->kind == TABLE_MAP) != (value != NULL)) {
 		free(key);
 		free(value);
-		return perr(p, line, "table \"%s\" mixes plain values and "
+		return cf_err(p, line, "table \"%s\" mixes plain values and "
 		    "key = value pairs", t->name);
 	}
-	if (value != NULL && table_has_key(t, key)) {
-		perr(p, line, "table \"%s\": key \"%s\" given twice",
-		    t->name, key);
+	if (table_has_key(t, key)) {
+		cf_err(p, line, "table \"%s\": \"%s\" given twice", t->name,
+		    key);
 		free(key);
 		free(value);
 		return -1;
@@ -770,23 +870,46 @@ table_body(struct parser *p, struct table *t)
 {
 	const struct token	*tok;
 
-	take(p);			/* '{' */
+	cf_take(p);			/* '{' */
 	for (;;) {
-		tok = peek(p, 0);
+		tok = cf_peek(p, 0);
 		if (tok->type == T_RBRACE)
 			break;
 		if (tok->type == T_NL || tok->type == T_COMMA)
-			take(p);
+			cf_take(p);
 		else if (tok->type == T_WORD) {
 			if (table_entry(p, t) == -1)
 				return -1;
 		} else
-			return unexpected(p, tok, "a table value or \"}\"");
+			return cf_unexpected(p, tok, "a table value or \"}\"");
 	}
-	take(p);
+	cf_take(p);
 	if (t->nentries == 0)
-		return perr(p, p->lx->cur.line, "table \"%s\" is empty",
-		    t->name);
+		return cf_err(p, cf_line(p), "table \"%s\" is empty", t->name);
+	return 0;
+}
+
+/* [type:]config; a bare path is a file table, as OpenSMTPD reads it. */
+static int
+table_source(struct parser *p, struct table *t, char *src)
+{
+	char	*colon = strchr(src, ':');
+
+	free(t->type);
+	if (colon == NULL || src[0] == '/') {
+		t->type = xstrdup("file");
+		t->config = xstrdup(src);
+	} else {
+		t->type = xstrndup(src, colon - src);
+		t->config = xstrdup(colon + 1);
+	}
+	if (t->type[0] == '\0')
+		return cf_err(p, cf_line(p), "table \"%s\": missing backend "
+		    "type before \":\" in \"%s\"", t->name, src);
+	if ((strcmp(t->type, "file") == 0 || strcmp(t->type, "db") == 0) &&
+	    t->config[0] != '/')
+		return cf_err(p, cf_line(p), "table \"%s\": \"%s\" must be an "
+		    "absolute path (starting with /)", t->name, t->config);
 	return 0;
 }
 
@@ -795,79 +918,488 @@ parse_table(struct parser *p)
 {
 	const struct token	*tok;
 	struct table		*t, *old;
-	char			*name;
-	int			 line = p->lx->cur.line;
+	char			*name, *src;
+	int			 line = cf_line(p), rc;
 
-	if (want_word(p, "a table name", &name) == -1)
+	if (cf_name(p, "a table name", &name) == -1)
 		return -1;
-	if (*name == '\0' || strpbrk(name, "<> \t") != NULL) {
-		perr(p, line, "invalid table name \"%s\"", name);
-		free(name);
-		return -1;
-	}
-	if ((old = table_find(p->conf, name)) != NULL) {
-		perr(p, line, "table \"%s\" is already defined at %s:%d",
+	if ((old = config_table_find(p->conf, name)) != NULL) {
+		cf_err(p, line, "table \"%s\" is already defined at %s:%d",
 		    name, old->file, old->line);
 		free(name);
 		return -1;
 	}
 	t = table_new(p, name, line);
-	tok = peek(p, 0);
-	if (tok->type == T_WORD)
-		return perr(p, tok->line, "table \"%s\": only inline tables "
-		    "({ ... }) are available yet, not \"%s\"", name,
-		    tok->text);
-	if (tok->type != T_LBRACE)
-		return unexpected(p, tok, "\"{\"");
-	if (table_body(p, t) == -1)
+	tok = cf_peek(p, 0);
+	if (tok->type == T_LBRACE) {
+		if (table_body(p, t) == -1)
+			return -1;
+		return cf_eol(p);
+	}
+	if (cf_word(p, "\"{\" or a [type:]path", &src) == -1)
 		return -1;
-	return want_eol(p);
+	rc = table_source(p, t, src);
+	free(src);
+	return rc == -1 ? -1 : cf_eol(p);
 }
 
 /* <name>, resolved at the end of the file. */
-static int
-parse_table_ref(struct parser *p, struct table **slot)
+int
+cf_table_ref(struct parser *p, struct table **slot)
 {
-	const struct token	*t = peek(p, 0);
+	const struct token	*t = cf_peek(p, 0);
 	char			*name;
 	int			 line = t->line;
 
 	if (t->type != T_LT)
-		return unexpected(p, t, "\"<\"");
-	take(p);
-	if (want_word(p, "a table name", &name) == -1)
+		return cf_unexpected(p, t, "\"<\"");
+	cf_take(p);
+	if (cf_name(p, "a table name", &name) == -1)
 		return -1;
-	if ((t = peek(p, 0))->type != T_GT) {
+	if ((t = cf_peek(p, 0))->type != T_GT) {
 		free(name);
-		return unexpected(p, t, "\">\"");
+		return cf_unexpected(p, t, "\">\"");
 	}
-	take(p);
-	ref_add(p, name, line, slot, NULL);
+	cf_take(p);
+	cf_ref(p, REF_TABLE, name, line, slot);
 	free(name);
 	return 0;
 }
 
 /* A literal where a table may stand: a one-entry list nobody can name. */
-static struct table *
-table_anon(struct parser *p, char *value, int line)
+struct table *
+cf_table_literal(struct parser *p, const char *value, int line)
 {
 	struct table	*t;
 	char		*name;
 
 	xasprintf(&name, "<anon:%u>", ++p->nanon);
 	t = table_new(p, name, line);
-	table_push(t, value, NULL);
+	t->anon = 1;
+	table_push(t, xstrdup(value), NULL);
 	return t;
 }
 
-/* ------------------------------------------------------------- listeners */
+int
+cf_table_arg(struct parser *p, const char *what, struct table **slot)
+{
+	char	*value;
 
-struct listen_opts {
-	int	 port;			/* 0: default */
-	int	 family;		/* LISTEN_INET4 | LISTEN_INET6 */
-	char	*tag;
-	char	*hostname;
-};
+	if (*slot != NULL)
+		return cf_twice(p, cf_last(p));
+	if (cf_peek(p, 0)->type == T_LT)
+		return cf_table_ref(p, slot);
+	if (cf_word(p, what, &value) == -1)
+		return -1;
+	*slot = cf_table_literal(p, value, cf_line(p));
+	free(value);
+	return 0;
+}
+
+/* ------------------------------------------------------ global directives */
+
+/* pki NAME cert F | key F | dhe none|legacy|auto (| certificate F, old) */
+static struct pki *
+pki_get(struct parser *p, char *name, int line)
+{
+	struct pki	*pk;
+
+	if ((pk = config_pki_find(p->conf, name)) != NULL) {
+		free(name);
+		return pk;
+	}
+	pk = xcalloc(1, sizeof(*pk));
+	pk->name = name;
+	pk->file = cf_here(p);
+	pk->line = line;
+	TAILQ_INSERT_TAIL(&p->conf->pkis, pk, entry);
+	return pk;
+}
+
+static int
+pki_dhe(struct parser *p, struct pki *pk)
+{
+	char	*v;
+	int	 rc = 0;
+
+	if (cf_word(p, "none, legacy or auto", &v) == -1)
+		return -1;
+	if (strcmp(v, "none") == 0)
+		pk->dhe = DHE_NONE;
+	else if (strcmp(v, "legacy") == 0)
+		pk->dhe = DHE_LEGACY;
+	else if (strcmp(v, "auto") == 0)
+		pk->dhe = DHE_AUTO;
+	else
+		rc = cf_err(p, cf_line(p), "invalid dhe \"%s\": expected none, "
+		    "legacy or auto", v);
+	free(v);
+	return rc;
+}
+
+static int
+parse_pki(struct parser *p)
+{
+	const struct token	*t;
+	struct pki		*pk;
+	char			*name, **slot;
+	int			 line = cf_line(p);
+
+	if (cf_name(p, "a pki name", &name) == -1)
+		return -1;
+	pk = pki_get(p, name, line);
+	t = cf_peek(p, 0);
+	if (cf_is_kw(t, "cert") || cf_is_kw(t, "key") ||
+	    cf_is_kw(t, "certificate")) {
+		if (cf_is_kw(t, "certificate"))
+			cf_legacy(p, t->line);
+		slot = cf_is_kw(t, "key") ? &pk->key : &pk->cert;
+		cf_take(p);
+		if (*slot != NULL)
+			return cf_err(p, cf_line(p), "pki \"%s\": %s given "
+			    "twice", pk->name, cf_last(p));
+		if (cf_abspath(p, "the file", slot) == -1)
+			return -1;
+	} else if (cf_is_kw(t, "dhe")) {
+		cf_take(p);
+		if (pki_dhe(p, pk) == -1)
+			return -1;
+	} else if (cf_is_kw(t, "dhparams")) {
+		/* Old: a parameter file; today the size is chosen. */
+		cf_legacy(p, t->line);
+		cf_take(p);
+		if (cf_abspath(p, "the file", &name) == -1)
+			return -1;
+		free(name);
+		pk->dhe = DHE_AUTO;
+	} else
+		return cf_unexpected(p, t, "\"cert\", \"key\" or \"dhe\"");
+	return cf_eol(p);
+}
+
+static int
+parse_ca(struct parser *p)
+{
+	const struct token	*t;
+	struct ca		*ca;
+	char			*name;
+	int			 line = cf_line(p);
+
+	if (cf_name(p, "a ca name", &name) == -1)
+		return -1;
+	if ((ca = config_ca_find(p->conf, name)) != NULL) {
+		cf_err(p, line, "ca \"%s\" is already defined at %s:%d", name,
+		    ca->file, ca->line);
+		free(name);
+		return -1;
+	}
+	ca = xcalloc(1, sizeof(*ca));
+	ca->name = name;
+	ca->file = cf_here(p);
+	ca->line = line;
+	TAILQ_INSERT_TAIL(&p->conf->cas, ca, entry);
+	t = cf_peek(p, 0);
+	if (cf_is_kw(t, "certificate"))
+		cf_legacy(p, t->line);
+	else if (!cf_is_kw(t, "cert"))
+		return cf_unexpected(p, t, "\"cert\"");
+	cf_take(p);
+	if (cf_abspath(p, "the CA file", &ca->cert) == -1)
+		return -1;
+	return cf_eol(p);
+}
+
+/* user U, group G, chroot D after a proc or proc-exec command. */
+static int
+proc_params(struct parser *p, char **user, char **group, char **chroot)
+{
+	const struct token	*t;
+	int			 rc = 0;
+
+	while (rc == 0 && !cf_is_eol(t = cf_peek(p, 0))) {
+		if (cf_is_kw(t, "user")) {
+			cf_take(p);
+			rc = cf_string_opt(p, "user", "a user name", user);
+		} else if (cf_is_kw(t, "group")) {
+			cf_take(p);
+			rc = cf_string_opt(p, "group", "a group name", group);
+		} else if (cf_is_kw(t, "chroot")) {
+			cf_take(p);
+			rc = cf_string_opt(p, "chroot", "a directory", chroot);
+		} else
+			return cf_unexpected(p, t, "\"user\", \"group\", "
+			    "\"chroot\" or end of line");
+	}
+	return rc;
+}
+
+int
+cf_proc_params(struct parser *p, char **user, char **group, char **chroot)
+{
+	return proc_params(p, user, group, chroot);
+}
+
+static int
+parse_proc(struct parser *p)
+{
+	struct proc	*pr;
+	char		*name;
+	int		 line = cf_line(p);
+
+	if (cf_name(p, "a proc name", &name) == -1)
+		return -1;
+	if ((pr = config_proc_find(p->conf, name)) != NULL) {
+		cf_err(p, line, "proc \"%s\" is already defined at %s:%d",
+		    name, pr->file, pr->line);
+		free(name);
+		return -1;
+	}
+	pr = xcalloc(1, sizeof(*pr));
+	pr->name = name;
+	pr->file = cf_here(p);
+	pr->line = line;
+	TAILQ_INSERT_TAIL(&p->conf->procs, pr, entry);
+	if (cf_word(p, "a command", &pr->command) == -1)
+		return -1;
+	if (proc_params(p, &pr->user, &pr->group, &pr->chroot) == -1)
+		return -1;
+	return cf_eol(p);
+}
+
+/* mda wrapper NAME "command" */
+static int
+parse_mda(struct parser *p)
+{
+	const struct token	*t = cf_peek(p, 0);
+	struct wrapper		*w;
+	char			*name;
+	int			 line;
+
+	if (!cf_is_kw(t, "wrapper"))
+		return cf_unexpected(p, t, "\"wrapper\"");
+	cf_take(p);
+	line = cf_line(p);
+	if (cf_name(p, "a wrapper name", &name) == -1)
+		return -1;
+	if ((w = config_wrapper_find(p->conf, name)) != NULL) {
+		cf_err(p, line, "mda wrapper \"%s\" is already defined at "
+		    "%s:%d", name, w->file, w->line);
+		free(name);
+		return -1;
+	}
+	w = xcalloc(1, sizeof(*w));
+	w->name = name;
+	w->file = cf_here(p);
+	w->line = line;
+	TAILQ_INSERT_TAIL(&p->conf->wrappers, w, entry);
+	if (cf_word(p, "a command", &w->command) == -1)
+		return -1;
+	return cf_eol(p);
+}
+
+/* queue compression | encryption [[key] KEY] | ttl D */
+static int
+parse_queue(struct parser *p)
+{
+	const struct token	*t = cf_peek(p, 0);
+
+	if (cf_is_kw(t, "compression")) {
+		cf_take(p);
+		p->conf->queue_compression = 1;
+	} else if (cf_is_kw(t, "encryption")) {
+		cf_take(p);
+		p->conf->queue_encryption = 1;
+		if (cf_is_kw(cf_peek(p, 0), "key")) {
+			cf_legacy(p, cf_peek(p, 0)->line);
+			cf_take(p);
+		}
+		if (!cf_is_eol(cf_peek(p, 0))) {
+			free(p->conf->queue_key);
+			p->conf->queue_key = NULL;
+			if (cf_word(p, "a key", &p->conf->queue_key) == -1)
+				return -1;
+		}
+	} else if (cf_is_kw(t, "ttl")) {
+		cf_take(p);
+		if (cf_duration(p, "queue ttl", &p->conf->queue_ttl) == -1)
+			return -1;
+	} else
+		return cf_unexpected(p, t, "\"compression\", \"encryption\" or "
+		    "\"ttl\"");
+	return cf_eol(p);
+}
+
+static int
+smtp_limits(struct parser *p)
+{
+	const struct token	*t;
+	size_t			*slot, n = 0;
+
+	while (cf_is_kw(t = cf_peek(p, 0), "max-mails") ||
+	    cf_is_kw(t, "max-rcpt")) {
+		slot = cf_is_kw(t, "max-mails") ? &p->conf->max_mails :
+		    &p->conf->max_rcpt;
+		cf_take(p);
+		if (cf_count(p, slot == &p->conf->max_mails ? "max-mails" :
+		    "max-rcpt", 1, UINT32_MAX, slot) == -1)
+			return -1;
+		n++;
+	}
+	if (n == 0)
+		return cf_unexpected(p, t, "\"max-mails\" or \"max-rcpt\"");
+	return 0;
+}
+
+static int
+smtp_delim(struct parser *p)
+{
+	char	*v;
+	int	 rc = 0;
+
+	if (cf_word(p, "a character", &v) == -1)
+		return -1;
+	if (strlen(v) != 1 || !isprint((unsigned char)v[0]) || v[0] == '@')
+		rc = cf_err(p, cf_line(p), "invalid sub-addr-delim \"%s\": "
+		    "expected one printable character other than @", v);
+	else
+		p->conf->subaddr_delim = v[0];
+	free(v);
+	return rc;
+}
+
+static int
+parse_smtp(struct parser *p)
+{
+	const struct token	*t = cf_peek(p, 0);
+	int			 rc;
+
+	if (cf_is_kw(t, "max-message-size")) {
+		cf_take(p);
+		rc = cf_size(p, &p->conf->max_message_size);
+	} else if (cf_is_kw(t, "limit")) {
+		cf_take(p);
+		rc = smtp_limits(p);
+	} else if (cf_is_kw(t, "ciphers")) {
+		cf_take(p);
+		rc = cf_string_opt(p, "ciphers", "a cipher list",
+		    &p->conf->smtp_ciphers);
+	} else if (cf_is_kw(t, "sub-addr-delim")) {
+		cf_take(p);
+		rc = smtp_delim(p);
+	} else
+		return cf_unexpected(p, t, "\"max-message-size\", \"limit\", "
+		    "\"ciphers\" or \"sub-addr-delim\"");
+	return rc == -1 ? -1 : cf_eol(p);
+}
+
+/* srs key S | srs key backup S | srs ttl D */
+static int
+parse_srs(struct parser *p)
+{
+	const struct token	*t = cf_peek(p, 0);
+	char			**slot;
+
+	if (cf_is_kw(t, "key")) {
+		cf_take(p);
+		slot = &p->conf->srs_key;
+		if (cf_is_kw(cf_peek(p, 0), "backup")) {
+			cf_take(p);
+			slot = &p->conf->srs_key_backup;
+		}
+		if (cf_string_opt(p, "srs key", "a secret", slot) == -1)
+			return -1;
+	} else if (cf_is_kw(t, "ttl")) {
+		cf_take(p);
+		if (cf_duration(p, "srs ttl", &p->conf->srs_ttl) == -1)
+			return -1;
+	} else
+		return cf_unexpected(p, t, "\"key\" or \"ttl\"");
+	return cf_eol(p);
+}
+
+/* bounce warn-interval D [, D ...] (at most 4) */
+static int
+warn_intervals(struct parser *p)
+{
+	struct config	*c = p->conf;
+
+	c->nwarn_interval = 0;
+	for (;;) {
+		if (c->nwarn_interval == MAX_WARN_INTERVALS)
+			return cf_err(p, cf_line(p), "at most %d warn-interval "
+			    "delays", MAX_WARN_INTERVALS);
+		if (cf_duration(p, "delay",
+		    &c->warn_interval[c->nwarn_interval]) == -1)
+			return -1;
+		c->nwarn_interval++;
+		if (cf_peek(p, 0)->type != T_COMMA)
+			return 0;
+		cf_take(p);
+	}
+}
+
+int
+cf_warn_intervals(struct parser *p)
+{
+	return warn_intervals(p);
+}
+
+static int
+parse_bounce(struct parser *p)
+{
+	const struct token	*t = cf_peek(p, 0);
+
+	if (!cf_is_kw(t, "warn-interval"))
+		return cf_unexpected(p, t, "\"warn-interval\"");
+	cf_take(p);
+	if (warn_intervals(p) == -1)
+		return -1;
+	return cf_eol(p);
+}
+
+static int
+parse_mta(struct parser *p)
+{
+	const struct token	*t = cf_peek(p, 0);
+
+	if (!cf_is_kw(t, "max-deferred"))
+		return cf_unexpected(p, t, "\"max-deferred\"");
+	cf_take(p);
+	if (cf_count(p, "max-deferred", 1, UINT32_MAX,
+	    &p->conf->max_deferred) == -1)
+		return -1;
+	return cf_eol(p);
+}
+
+static int
+parse_admd(struct parser *p)
+{
+	free(p->conf->admd);
+	p->conf->admd = NULL;
+	if (cf_word(p, "an authserv-id", &p->conf->admd) == -1)
+		return -1;
+	return cf_eol(p);
+}
+
+static int
+parse_module_path(struct parser *p)
+{
+	free(p->conf->module_path);
+	p->conf->module_path = NULL;
+	if (cf_abspath(p, "module-path", &p->conf->module_path) == -1)
+		return -1;
+	return cf_eol(p);
+}
+
+/* Old grammar: max-message-size at top level. */
+static int
+parse_legacy_max_size(struct parser *p)
+{
+	cf_legacy(p, cf_line(p));
+	if (cf_size(p, &p->conf->max_message_size) == -1)
+		return -1;
+	return cf_eol(p);
+}
 
 struct addrvec {
 	struct sockaddr_storage	*ss;
@@ -949,6 +1481,28 @@ iface_addrs(const char *name, int family, struct addrvec *v, int *found)
 	return 0;
 }
 
+/*
+ * A domain name, as OpenSMTPD allows: resolved once, at load.  Only names
+ * with a dot are tried, so a mistyped interface never becomes a DNS query.
+ */
+static int
+host_addrs(const char *name, int family, struct addrvec *v)
+{
+	struct addrinfo	 hints, *res, *ai;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_family = family == LISTEN_INET4 ? AF_INET :
+	    family == LISTEN_INET6 ? AF_INET6 : AF_UNSPEC;
+	if (getaddrinfo(name, NULL, &hints, &res) != 0)
+		return 0;
+	for (ai = res; ai != NULL; ai = ai->ai_next)
+		if (family_ok(ai->ai_family, family))
+			addr_push(v, ai->ai_addr, ai->ai_addrlen);
+	freeaddrinfo(res);
+	return 1;
+}
+
 static const char *
 family_name(int family)
 {
@@ -978,13 +1532,16 @@ listen_resolve(struct parser *p, const char *where, int family, int line,
 		if (family_ok(ss.ss_family, family))
 			addr_push(v, (struct sockaddr *)&ss, ss_len(&ss));
 	} else if (iface_addrs(where, family, v, &found) == -1)
-		return perr(p, line, "listen on \"%s\": getifaddrs: %s",
+		return cf_err(p, line, "listen on \"%s\": getifaddrs: %s",
 		    where, strerror(errno));
+	else if (!found && strchr(where, '.') != NULL)
+		found = host_addrs(where, family, v);
 	if (!found)
-		return perr(p, line, "listen on \"%s\": not an IP address, "
-		    "an interface or \"localhost\"", where);
+		return cf_err(p, line, "listen on \"%s\": not an IP address, "
+		    "an interface, \"localhost\" or a host name (interface "
+		    "groups such as egress do not exist on this system)", where);
 	if (v->n == 0)
-		return perr(p, line, "listen on \"%s\": no %s address",
+		return cf_err(p, line, "listen on \"%s\": no %s address",
 		    where, family_name(family));
 	return 0;
 }
@@ -1019,17 +1576,24 @@ ss_set_port(struct sockaddr_storage *ss, int port)
 		((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
 }
 
+
+/* Old `secure`: STARTTLS and SMTPS, each on its default port. */
+#define LO_LEGACY_SECURE	0x80000000U
+
 /* One listener per address, refusing an address and port seen before. */
 static int
-listen_add(struct parser *p, const char *where, const struct listen_opts *o,
-    int line)
+listen_add(struct parser *p, struct listen_conf *lc)
 {
 	struct addrvec		 v = { NULL, 0 };
 	struct listener		*l;
 	size_t			 i;
-	int			 port = o->port ? o->port : CONF_DEFAULT_PORT;
+	int			 port = lc->port;
 
-	if (listen_resolve(p, where, o->family, line, &v) == -1) {
+	if (port == 0)
+		port = (lc->flags & LO_SMTPS) ? CONF_SMTPS_PORT :
+		    CONF_DEFAULT_PORT;
+	if (listen_resolve(p, lc->on, lc->family ? lc->family :
+	    LISTEN_INET4 | LISTEN_INET6, lc->line, &v) == -1) {
 		free(v.ss);
 		return -1;
 	}
@@ -1039,20 +1603,18 @@ listen_add(struct parser *p, const char *where, const struct listen_opts *o,
 			if (ss_same(&l->ss, &v.ss[i]))
 				break;
 		if (l != NULL) {
-			perr(p, line, "listen on \"%s\": %s port %d is "
-			    "already declared at %s:%d", where,
-			    ss_to_text(&v.ss[i]), port, l->file, l->line);
+			cf_err(p, lc->line, "listen on \"%s\": %s port %d is "
+			    "already declared at %s:%d", lc->on,
+			    ss_to_text(&v.ss[i]), port, l->lc->file,
+			    l->lc->line);
 			free(v.ss);
 			return -1;
 		}
 		l = xcalloc(1, sizeof(*l));
+		l->lc = lc;
 		l->ss = v.ss[i];
 		l->sslen = ss_len(&l->ss);
-		l->tag = o->tag ? xstrdup(o->tag) : NULL;
-		l->hostname = o->hostname ? xstrdup(o->hostname) : NULL;
 		l->fd = -1;
-		l->file = here_file(p);
-		l->line = line;
 		TAILQ_INSERT_TAIL(&p->conf->listeners, l, entry);
 	}
 	free(v.ss);
@@ -1061,29 +1623,29 @@ listen_add(struct parser *p, const char *where, const struct listen_opts *o,
 
 /* A number (1-65535) or a service name from services(5). */
 static int
-listen_port(struct parser *p, struct listen_opts *o)
+listen_port(struct parser *p, struct listen_conf *lc)
 {
 	struct servent	*se;
 	char		*s, *end;
 	long		 v;
 	int		 rc = 0;
 
-	if (o->port)
-		return option_twice(p, "port");
-	if (want_word(p, "a port", &s) == -1)
+	if (lc->port)
+		return cf_twice(p, "port");
+	if (cf_word(p, "a port", &s) == -1)
 		return -1;
 	if (isdigit((unsigned char)*s)) {
 		errno = 0;
 		v = strtol(s, &end, 10);
 		if (errno != 0 || *end != '\0' || v < 1 || v > 65535)
-			rc = perr(p, p->lx->cur.line, "invalid port \"%s\": "
+			rc = cf_err(p, cf_line(p), "invalid port \"%s\": "
 			    "expected a number from 1 to 65535", s);
 		else
-			o->port = v;
+			lc->port = v;
 	} else if ((se = getservbyname(s, "tcp")) != NULL)
-		o->port = ntohs(se->s_port);
+		lc->port = ntohs(se->s_port);
 	else
-		rc = perr(p, p->lx->cur.line, "unknown port \"%s\"", s);
+		rc = cf_err(p, cf_line(p), "unknown port \"%s\"", s);
 	free(s);
 	return rc;
 }
@@ -1093,439 +1655,326 @@ static int
 listen_string(struct parser *p, const char *opt, const char *what,
     char **slot, size_t max)
 {
-	if (*slot != NULL)
-		return option_twice(p, opt);
-	if (want_word(p, what, slot) == -1)
+	if (cf_string_opt(p, opt, what, slot) == -1)
 		return -1;
 	if (**slot == '\0' || strlen(*slot) > max)
-		return perr(p, p->lx->cur.line, "invalid %s \"%s\" (1 to %zu "
+		return cf_err(p, cf_line(p), "invalid %s \"%s\" (1 to %zu "
 		    "bytes)", opt, *slot, max);
 	return 0;
 }
 
 static int
-listen_family(struct parser *p, struct listen_opts *o, int family)
+listen_tls(struct parser *p, struct listen_conf *lc, const char *opt)
 {
-	if (o->family)
-		return perr(p, p->lx->cur.line, "address family given twice");
-	o->family = family;
+	const uint32_t	 all = LO_TLS | LO_TLS_REQUIRE | LO_SMTPS |
+	    LO_LEGACY_SECURE;
+
+	if (lc->flags & all)
+		return cf_err(p, cf_line(p), "\"%s\": tls, tls-require, smtps "
+		    "(and secure) are mutually exclusive", opt);
+	if (strcmp(opt, "smtps") == 0)
+		lc->flags |= LO_SMTPS;
+	else if (strcmp(opt, "secure") == 0)
+		lc->flags |= LO_LEGACY_SECURE;
+	else if (strcmp(opt, "tls") == 0)
+		lc->flags |= LO_TLS;
+	else {
+		lc->flags |= LO_TLS | LO_TLS_REQUIRE;
+		if (cf_is_kw(cf_peek(p, 0), "verify")) {
+			cf_take(p);
+			lc->flags |= LO_TLS_VERIFY;
+		}
+	}
 	return 0;
 }
 
 static int
-listen_options(struct parser *p, struct listen_opts *o)
+listen_auth(struct parser *p, struct listen_conf *lc, const char *opt)
 {
-	static const char *const later[] = {
-		"auth", "auth-optional", "ca", "ciphers", "filter",
-		"hostnames", "mask-src", "no-dsn", "pki", "protocols",
-		"proxy-v2", "received-auth", "senders", "smtps", "tls",
-		"tls-require",
-	};
+	if (lc->flags & (LO_AUTH | LO_AUTH_OPTIONAL))
+		return cf_err(p, cf_line(p), "\"%s\": auth and auth-optional "
+		    "are mutually exclusive, and each may be given once", opt);
+	lc->flags |= strcmp(opt, "auth") == 0 ? LO_AUTH : LO_AUTH_OPTIONAL;
+	if (cf_peek(p, 0)->type == T_LT)
+		return cf_table_ref(p, &lc->auth);
+	return 0;
+}
+
+static int
+listen_pki(struct parser *p, struct listen_conf *lc)
+{
+	char	*name;
+
+	if (lc->npki == LISTEN_MAX_PKI)
+		return cf_err(p, cf_line(p), "at most %d pki per listener",
+		    LISTEN_MAX_PKI);
+	if (cf_name(p, "a pki name", &name) == -1)
+		return -1;
+	cf_ref(p, REF_PKI, name, cf_line(p), NULL);
+	lc->pki[lc->npki++] = name;
+	return 0;
+}
+
+static int
+listen_hostnames(struct parser *p, struct listen_conf *lc, const char *opt)
+{
+	if ((lc->hostname && strcmp(opt, "hostnames") == 0) ||
+	    (lc->hostnames && strcmp(opt, "hostname") == 0))
+		return cf_err(p, cf_line(p), "hostname and hostnames are "
+		    "mutually exclusive");
+	if (strcmp(opt, "hostname") == 0)
+		return listen_string(p, opt, "a host name", &lc->hostname,
+		    CONF_MAX_HOSTNAME);
+	if (lc->hostnames != NULL)
+		return cf_twice(p, opt);
+	return cf_table_ref(p, &lc->hostnames);
+}
+
+static int
+listen_flag(struct parser *p, struct listen_conf *lc, uint32_t flag,
+    const char *opt)
+{
+	if (lc->flags & flag)
+		return cf_twice(p, opt);
+	lc->flags |= flag;
+	return 0;
+}
+
+/* filter NAME, or filter { a, b }: an anonymous chain. */
+static int
+listen_filter(struct parser *p, struct listen_conf *lc)
+{
+	struct filter	*f;
+	char		*name;
+
+	if (lc->filter != NULL)
+		return cf_twice(p, "filter");
+	if (cf_peek(p, 0)->type != T_LBRACE) {
+		if (cf_name(p, "a filter name", &lc->filter) == -1)
+			return -1;
+		cf_ref(p, REF_FILTER, lc->filter, cf_line(p), NULL);
+		return 0;
+	}
+	f = xcalloc(1, sizeof(*f));
+	xasprintf(&f->name, "<anon-chain:%u>", ++p->nanon);
+	f->type = F_CHAIN;
+	f->anon = 1;
+	f->file = cf_here(p);
+	f->line = cf_line(p);
+	TAILQ_INSERT_TAIL(&p->conf->filters, f, entry);
+	lc->filter = xstrdup(f->name);
+	cf_take(p);
+	for (;;) {
+		if (cf_name(p, "a filter name", &name) == -1)
+			return -1;
+		cf_ref(p, REF_FILTER, name, cf_line(p), NULL);
+		f->chain = xreallocarray(f->chain, f->nchain + 1,
+		    sizeof(*f->chain));
+		f->chain[f->nchain++] = name;
+		if (cf_peek(p, 0)->type == T_RBRACE)
+			break;
+		if (cf_peek(p, 0)->type != T_COMMA)
+			return cf_unexpected(p, cf_peek(p, 0), "\",\" or \"}\"");
+		cf_take(p);
+	}
+	cf_take(p);
+	return 0;
+}
+
+static int
+listen_senders(struct parser *p, struct listen_conf *lc)
+{
+	if (lc->senders != NULL)
+		return cf_twice(p, "senders");
+	if (cf_table_ref(p, &lc->senders) == -1)
+		return -1;
+	if (cf_is_kw(cf_peek(p, 0), "masquerade")) {
+		cf_take(p);
+		lc->flags |= LO_MASQUERADE;
+	}
+	return 0;
+}
+
+static int
+listen_family(struct parser *p, struct listen_conf *lc, int family)
+{
+	if (lc->family)
+		return cf_err(p, cf_line(p), "address family given twice");
+	lc->family = family;
+	return 0;
+}
+
+/* Options of `listen on socket`: the ones that make sense there. */
+static int
+listen_socket_option(struct parser *p, struct listen_conf *lc,
+    const char *opt)
+{
+	if (strcmp(opt, "filter") == 0)
+		return listen_filter(p, lc);
+	if (strcmp(opt, "mask-src") == 0)
+		return listen_flag(p, lc, LO_MASK_SRC, opt);
+	if (strcmp(opt, "no-dsn") == 0)
+		return listen_flag(p, lc, LO_NO_DSN, opt);
+	if (strcmp(opt, "tag") == 0)
+		return listen_string(p, opt, "a tag", &lc->tag, CONF_MAX_TAG);
+	return cf_err(p, cf_line(p), "listen on socket: unknown option \"%s\" "
+	    "(expected filter, mask-src, no-dsn or tag)", opt);
+}
+
+static int
+listen_option(struct parser *p, struct listen_conf *lc, const char *opt,
+    int legacy)
+{
+	if (strcmp(opt, "port") == 0)
+		return listen_port(p, lc);
+	if (strcmp(opt, "inet4") == 0)
+		return listen_family(p, lc, LISTEN_INET4);
+	if (strcmp(opt, "inet6") == 0)
+		return listen_family(p, lc, LISTEN_INET6);
+	if (strcmp(opt, "tls") == 0 || strcmp(opt, "tls-require") == 0 ||
+	    strcmp(opt, "smtps") == 0 || (legacy && strcmp(opt, "secure") == 0))
+		return listen_tls(p, lc, opt);
+	if (strcmp(opt, "pki") == 0 || (legacy && strcmp(opt,
+	    "certificate") == 0))
+		return listen_pki(p, lc);
+	if (strcmp(opt, "ca") == 0)
+		return lc->ca ? cf_twice(p, opt) :
+		    cf_name(p, "a ca name", &lc->ca) == -1 ? -1 :
+		    (cf_ref(p, REF_CA, lc->ca, cf_line(p), NULL), 0);
+	if (strcmp(opt, "auth") == 0 || strcmp(opt, "auth-optional") == 0)
+		return listen_auth(p, lc, opt);
+	if (strcmp(opt, "hostname") == 0 || strcmp(opt, "hostnames") == 0)
+		return listen_hostnames(p, lc, opt);
+	if (strcmp(opt, "mask-src") == 0 || (legacy && strcmp(opt,
+	    "mask-source") == 0))
+		return listen_flag(p, lc, LO_MASK_SRC, opt);
+	if (strcmp(opt, "proxy-v2") == 0)
+		return listen_flag(p, lc, LO_PROXY_V2, opt);
+	if (strcmp(opt, "received-auth") == 0)
+		return listen_flag(p, lc, LO_RECEIVED_AUTH, opt);
+	if (strcmp(opt, "senders") == 0)
+		return listen_senders(p, lc);
+	if (strcmp(opt, "ciphers") == 0)
+		return cf_string_opt(p, opt, "a cipher list", &lc->ciphers);
+	if (strcmp(opt, "protocols") == 0)
+		return cf_string_opt(p, opt, "a protocol list",
+		    &lc->protocols);
+	if (strcmp(opt, "filter") == 0 || strcmp(opt, "mask-src") == 0 ||
+	    strcmp(opt, "no-dsn") == 0 || strcmp(opt, "tag") == 0)
+		return listen_socket_option(p, lc, opt);
+	return cf_err(p, cf_line(p), "unknown listen option \"%s\"", opt);
+}
+
+/* Old-grammar spellings, accepted only through cf_legacy(). */
+static int
+is_legacy_listen_option(const char *opt)
+{
+	return strcmp(opt, "secure") == 0 || strcmp(opt, "mask-source") == 0 ||
+	    strcmp(opt, "certificate") == 0;
+}
+
+int
+cf_listen_options(struct parser *p, struct listen_conf *lc, int legacy)
+{
 	const struct token	*t;
 	char			*opt;
 	int			 rc = 0;
 
-	while (rc == 0 && !is_eol(t = peek(p, 0))) {
+	(void)legacy;
+	while (rc == 0 && !cf_is_eol(t = cf_peek(p, 0))) {
 		if (t->type != T_WORD || t->quoted)
-			return unexpected(p, t, "a listen option or end of line");
-		opt = xstrdup(take(p)->text);
-		if (strcmp(opt, "port") == 0)
-			rc = listen_port(p, o);
-		else if (strcmp(opt, "tag") == 0)
-			rc = listen_string(p, opt, "a tag", &o->tag,
-			    CONF_MAX_TAG);
-		else if (strcmp(opt, "hostname") == 0)
-			rc = listen_string(p, opt, "a hostname",
-			    &o->hostname, CONF_MAX_HOSTNAME);
-		else if (strcmp(opt, "inet4") == 0)
-			rc = listen_family(p, o, LISTEN_INET4);
-		else if (strcmp(opt, "inet6") == 0)
-			rc = listen_family(p, o, LISTEN_INET6);
-		else if (IN_LIST(opt, later))
-			rc = not_yet(p, "listen option", opt);
+			return cf_unexpected(p, t, "a listen option or end of "
+			    "line");
+		opt = xstrdup(cf_take(p)->text);
+		if (is_legacy_listen_option(opt))
+			cf_legacy(p, cf_line(p));
+		if (lc->socket)
+			rc = listen_socket_option(p, lc, opt);
 		else
-			rc = perr(p, p->lx->cur.line, "unknown listen option "
-			    "\"%s\"", opt);
+			rc = listen_option(p, lc, opt, 1);
 		free(opt);
 	}
 	return rc;
+}
+
+static struct listen_conf *
+listen_conf_dup(const struct listen_conf *lc)
+{
+	struct listen_conf	*d = xcalloc(1, sizeof(*d));
+	size_t			 i;
+
+	*d = *lc;
+#define DUP(f)	d->f = lc->f ? xstrdup(lc->f) : NULL
+	DUP(on); DUP(tag); DUP(hostname); DUP(ca); DUP(filter);
+	DUP(ciphers); DUP(protocols); DUP(file);
+#undef DUP
+	for (i = 0; i < lc->npki; i++)
+		d->pki[i] = xstrdup(lc->pki[i]);
+	return d;
+}
+
+/* Resolves the addresses of a directive already in conf->listen_confs. */
+int
+cf_listen_finish(struct parser *p, struct listen_conf *lc)
+{
+	struct listen_conf	*smtps;
+
+	if (lc->flags & LO_LEGACY_SECURE) {
+		if (lc->port != 0) {
+			cf_err(p, lc->line, "listen on \"%s\": \"secure\" "
+			    "with a port has no equivalent: use tls or smtps",
+			    lc->on);
+			return -1;
+		}
+		lc->flags &= ~LO_LEGACY_SECURE;
+		smtps = listen_conf_dup(lc);
+		lc->flags |= LO_TLS;
+		smtps->flags |= LO_SMTPS;
+		TAILQ_INSERT_AFTER(&p->conf->listen_confs, lc, smtps, entry);
+		if (listen_add(p, lc) == -1)
+			return -1;
+		return listen_add(p, smtps);
+	}
+	return listen_add(p, lc);
 }
 
 static int
 parse_listen(struct parser *p)
 {
-	struct listen_opts	 o;
 	const struct token	*t;
-	char			*where = NULL;
-	int			 line = p->lx->cur.line, rc = -1;
+	struct listen_conf	*lc;
 
-	memset(&o, 0, sizeof(o));
-	if (!is_kw(t = peek(p, 0), "on"))
-		return unexpected(p, t, "\"on\"");
-	take(p);
-	if (is_kw(peek(p, 0), "socket"))
-		return not_yet(p, "listen on", "socket");
-	if (want_word(p, "an address, an interface or \"localhost\"",
-	    &where) == -1)
-		return -1;
-	if (listen_options(p, &o) == 0) {
-		if (o.family == 0)
-			o.family = LISTEN_INET4 | LISTEN_INET6;
-		if (listen_add(p, where, &o, line) == 0)
-			rc = want_eol(p);
-	}
-	free(where);
-	free(o.tag);
-	free(o.hostname);
-	return rc;
-}
-
-/* --------------------------------------------------------------- actions */
-
-static struct action *
-action_find(const struct config *conf, const char *name)
-{
-	struct action	*a;
-
-	TAILQ_FOREACH(a, &conf->actions, entry)
-		if (strcmp(a->name, name) == 0)
-			return a;
-	return NULL;
-}
-
-static const char *const action_later_options[] = {
-	"alias", "ttl", "userbase", "virtual", "wrapper",
-};
-
-/* maildir [PATH] [junk] [user U]; an unquoted option word is no path. */
-static int
-parse_maildir(struct parser *p, struct action *a)
-{
-	const struct token	*t;
-	char			*opt;
-	int			 rc = 0;
-
-	a->method = A_MAILDIR;
-	t = peek(p, 0);
-	if (t->type == T_WORD && (t->quoted || (strcmp(t->text, "junk") &&
-	    strcmp(t->text, "user") && !IN_LIST(t->text,
-	    action_later_options))))
-		a->path = xstrdup(take(p)->text);
-	while (rc == 0 && !is_eol(t = peek(p, 0))) {
-		if (t->type != T_WORD || t->quoted)
-			return unexpected(p, t, "an action option or end of "
-			    "line");
-		opt = xstrdup(take(p)->text);
-		if (strcmp(opt, "junk") == 0) {
-			if (a->junk)
-				rc = option_twice(p, opt);
-			a->junk = 1;
-		} else if (strcmp(opt, "user") == 0) {
-			if (a->user != NULL)
-				rc = option_twice(p, opt);
-			else
-				rc = want_word(p, "a user name", &a->user);
-		} else if (IN_LIST(opt, action_later_options))
-			rc = not_yet(p, "action option", opt);
-		else
-			rc = perr(p, p->lx->cur.line, "unknown action option "
-			    "\"%s\"", opt);
-		free(opt);
-	}
-	return rc;
-}
-
-static int
-parse_action(struct parser *p)
-{
-	static const char *const later[] = {
-		"expand-only", "forward-only", "lmtp", "mbox", "mda", "relay",
-	};
-	struct action		*a, *old;
-	const struct token	*t;
-	char			*name;
-	int			 line = p->lx->cur.line;
-
-	if (want_word(p, "an action name", &name) == -1)
-		return -1;
-	if ((old = action_find(p->conf, name)) != NULL) {
-		perr(p, line, "action \"%s\" is already defined at %s:%d",
-		    name, old->file, old->line);
-		free(name);
-		return -1;
-	}
-	a = xcalloc(1, sizeof(*a));
-	a->name = name;
-	a->file = here_file(p);
-	a->line = line;
-	TAILQ_INSERT_TAIL(&p->conf->actions, a, entry);
-
-	t = peek(p, 0);
-	if (is_kw(t, "maildir")) {
-		take(p);
-		if (parse_maildir(p, a) == -1)
-			return -1;
-		return want_eol(p);
-	}
-	if (t->type == T_WORD && IN_LIST(t->text, later))
-		return perr(p, t->line, "action method \"%s\" is not "
-		    "available yet (only maildir is)", t->text);
-	if (t->type == T_WORD)
-		return perr(p, t->line, "unknown action method \"%s\"",
-		    t->text);
-	return unexpected(p, t, "a delivery method");
-}
-
-/* ----------------------------------------------------------------- rules */
-
-static int
-parse_src(struct parser *p, struct rule *r)
-{
-	const struct token	*t = peek(p, 0);
-	char			*value;
-
-	r->from = FROM_SRC;
-	if (t->type == T_LT)
-		return parse_table_ref(p, &r->from_table);
-	if (is_kw(t, "regex")) {
-		take(p);
-		return not_yet(p, "match option", "from src regex");
-	}
-	if (want_word(p, "an address, a network or a <table>", &value) == -1)
-		return -1;
-	r->from_table = table_anon(p, value, p->lx->cur.line);
-	return 0;
-}
-
-static int
-parse_from(struct parser *p, struct rule *r, int neg)
-{
-	static const char *const later[] = { "auth", "mail-from", "rdns" };
-	const struct token	*t = peek(p, 0);
-
-	r->from_neg = neg;
-	if (is_kw(t, "any"))
-		r->from = FROM_ANY;
-	else if (is_kw(t, "local"))
-		r->from = FROM_LOCAL;
-	else if (is_kw(t, "socket"))
-		r->from = FROM_SOCKET;
-	else if (is_kw(t, "src")) {
-		take(p);
-		return parse_src(p, r);
-	} else if (t->type == T_WORD && !t->quoted &&
-	    IN_LIST(t->text, later)) {
-		take(p);
-		return perr(p, p->lx->cur.line, "match option \"from %s\" is "
-		    "not available yet", p->lx->cur.text);
-	} else
-		return unexpected(p, t,
-		    "\"any\", \"local\", \"socket\" or \"src\"");
-	take(p);
-	return 0;
-}
-
-static int
-parse_for(struct parser *p, struct rule *r, int neg)
-{
-	const struct token	*t = peek(p, 0);
-
-	r->for_neg = neg;
-	if (is_kw(t, "any"))
-		r->for_ = FOR_ANY;
-	else if (is_kw(t, "local"))
-		r->for_ = FOR_LOCAL;
-	else if (is_kw(t, "domain")) {
-		take(p);
-		r->for_ = FOR_DOMAIN;
-		t = peek(p, 0);
-		if (t->type == T_LT)
-			return parse_table_ref(p, &r->for_table);
-		if (is_kw(t, "regex")) {
-			take(p);
-			return not_yet(p, "match option", "for domain regex");
-		}
-		return want_word(p, "a domain or a <table>", &r->for_domain);
-	} else if (is_kw(t, "rcpt-to")) {
-		take(p);
-		return not_yet(p, "match option", "for rcpt-to");
-	} else
-		return unexpected(p, t, "\"any\", \"local\" or \"domain\"");
-	take(p);
-	return 0;
-}
-
-/* The end of a rule: action NAME or reject. */
-static int
-parse_decision(struct parser *p, struct rule *r, int neg)
-{
-	char	*name;
-
-	if (neg)
-		return perr(p, p->lx->cur.line, "\"!\" cannot negate \"%s\"",
-		    peek(p, 0)->text);
-	if (is_kw(take(p), "reject")) {
-		r->reject = 1;
-		return want_eol(p);
-	}
-	if (want_word(p, "an action name", &name) == -1)
-		return -1;
-	ref_add(p, name, p->lx->cur.line, NULL, &r->action);
-	free(name);
-	return want_eol(p);
-}
-
-static int
-parse_tag(struct parser *p, struct rule *r, int neg)
-{
-	r->tag_neg = neg;
-	return want_word(p, "a tag", &r->tag);
-}
-
-/* The conditions a rule may hold, each at most once, each negatable. */
-static const struct condition {
-	const char	*name;
-	int		(*parse)(struct parser *, struct rule *, int neg);
-} conditions[] = {
-	{ "from",	parse_from },
-	{ "for",	parse_for },
-	{ "tag",	parse_tag },
-};
-
-/* One [!]condition; *done once the decision has been read. */
-static int
-parse_condition(struct parser *p, struct rule *r, unsigned *seen, int *done)
-{
-	static const char *const later[] = {
-		"auth", "helo", "mail-from", "rcpt-to", "tls",
-	};
-	const struct token	*t;
-	const char		*kw;
-	size_t			 i;
-	int			 neg = 0;
-
-	if (peek(p, 0)->type == T_BANG) {
-		take(p);
-		neg = 1;
-	}
-	t = peek(p, 0);
-	if (is_kw(t, "action") || is_kw(t, "reject")) {
-		*done = 1;
-		return parse_decision(p, r, neg);
-	}
-	if (t->type != T_WORD || t->quoted)
-		return unexpected(p, t, "a match option, \"action\" or "
-		    "\"reject\"");
-	kw = take(p)->text;
-	for (i = 0; i < sizeof(conditions) / sizeof(conditions[0]); i++) {
-		if (strcmp(kw, conditions[i].name) != 0)
-			continue;
-		if (*seen & (1U << i))
-			return option_twice(p, kw);
-		*seen |= 1U << i;
-		return conditions[i].parse(p, r, neg);
-	}
-	if (IN_LIST(kw, later))
-		return not_yet(p, "match option", kw);
-	return perr(p, p->lx->cur.line, "unknown match option \"%s\"", kw);
-}
-
-/* An omitted "from" means "from local", an omitted "for" "for local". */
-static int
-parse_match(struct parser *p)
-{
-	struct rule	*r = xcalloc(1, sizeof(*r));
-	unsigned	 seen = 0;
-	int		 done = 0;
-
-	r->from = FROM_LOCAL;
-	r->for_ = FOR_LOCAL;
-	r->file = here_file(p);
-	r->line = p->lx->cur.line;
-	TAILQ_INSERT_TAIL(&p->conf->rules, r, entry);
-	while (!done) {
-		if (is_eol(peek(p, 0)))
-			return unexpected(p, peek(p, 0),
-			    "\"action\" or \"reject\"");
-		if (parse_condition(p, r, &seen, &done) == -1)
-			return -1;
-	}
-	return 0;
-}
-
-/* ------------------------------------------------------ other directives */
-
-static int
-parse_limits(struct parser *p)
-{
-	const struct token	*t;
-	size_t			*slot, n = 0;
-	char			*s;
-
-	while (is_kw(t = peek(p, 0), "max-mails") || is_kw(t, "max-rcpt")) {
-		slot = is_kw(t, "max-mails") ? &p->conf->max_mails :
-		    &p->conf->max_rcpt;
-		take(p);
-		if (want_word(p, "a count", &s) == -1)
-			return -1;
-		if (scan_count(s, slot) == -1) {
-			perr(p, p->lx->cur.line, "invalid count \"%s\": "
-			    "expected a positive integer", s);
-			free(s);
+	if (!cf_is_kw(t = cf_peek(p, 0), "on"))
+		return cf_unexpected(p, t, "\"on\"");
+	cf_take(p);
+	lc = xcalloc(1, sizeof(*lc));
+	lc->file = cf_here(p);
+	lc->line = cf_line(p);
+	if (cf_is_kw(cf_peek(p, 0), "socket")) {
+		cf_take(p);
+		lc->socket = 1;
+		if (p->conf->socket_listener != NULL) {
+			cf_err(p, lc->line, "listen on socket is already "
+			    "declared at %s:%d", p->conf->socket_listener->file,
+			    p->conf->socket_listener->line);
+			free(lc->file);
+			free(lc);
 			return -1;
 		}
-		free(s);
-		n++;
+		p->conf->socket_listener = lc;
+		if (cf_listen_options(p, lc, 0) == -1)
+			return -1;
+		return cf_eol(p);
 	}
-	if (n == 0)
-		return unexpected(p, t, "\"max-mails\" or \"max-rcpt\"");
-	return 0;
-}
-
-static int
-parse_smtp(struct parser *p)
-{
-	const struct token	*t = peek(p, 0);
-	char			*s;
-	int			 rc;
-
-	if (is_kw(t, "max-message-size")) {
-		take(p);
-		if (want_word(p, "a size", &s) == -1)
-			return -1;
-		rc = scan_size(s, &p->conf->max_message_size);
-		if (rc == -1)
-			perr(p, p->lx->cur.line, "invalid size \"%s\": expected "
-			    "a positive number of bytes, optionally scaled "
-			    "with K, M or G", s);
-		free(s);
-		if (rc == -1)
-			return -1;
-	} else if (is_kw(t, "limit")) {
-		take(p);
-		if (parse_limits(p) == -1)
-			return -1;
-	} else if (is_kw(t, "ciphers") || is_kw(t, "sub-addr-delim")) {
-		take(p);
-		return not_yet(p, "smtp option", p->lx->cur.text);
-	} else if (t->type == T_WORD)
-		return perr(p, t->line, "unknown smtp option \"%s\"", t->text);
-	else
-		return unexpected(p, t, "\"max-message-size\" or \"limit\"");
-	return want_eol(p);
-}
-
-static int
-parse_module_path(struct parser *p)
-{
-	char	*dir;
-
-	if (want_word(p, "a directory", &dir) == -1)
+	TAILQ_INSERT_TAIL(&p->conf->listen_confs, lc, entry);
+	if (cf_word(p, "an interface, an address, a host name or \"socket\"",
+	    &lc->on) == -1 || cf_listen_options(p, lc, 0) == -1 ||
+	    cf_listen_finish(p, lc) == -1)
 		return -1;
-	free(p->conf->module_path);
-	p->conf->module_path = dir;
-	return want_eol(p);
+	return cf_eol(p);
 }
+
+/* ------------------------------------------------------ include, macros */
 
 static int	parse_file(struct parser *, const char *, int);
 
@@ -1546,18 +1995,18 @@ static int
 parse_include(struct parser *p)
 {
 	char	*name, *path;
-	int	 line = p->lx->cur.line, rc;
+	int	 line = cf_line(p), rc;
 
-	if (want_word(p, "a file name", &name) == -1)
+	if (cf_word(p, "a file name", &name) == -1)
 		return -1;
-	if (want_eol(p) == -1) {
+	if (cf_eol(p) == -1) {
 		free(name);
 		return -1;
 	}
 	path = include_path(p->lx->name, name);
 	free(name);
 	if (p->depth >= CONF_MAX_INCLUDE)
-		rc = perr(p, line, "include \"%s\": nested too deeply (more "
+		rc = cf_err(p, line, "include \"%s\": nested too deeply (more "
 		    "than %d levels)", path, CONF_MAX_INCLUDE);
 	else {
 		p->depth++;
@@ -1598,20 +2047,34 @@ parse_macro(struct parser *p)
 	char	*name, *value;
 	int	 rc = -1;
 
-	name = xstrdup(take(p)->text);
-	take(p);			/* '=' */
+	name = xstrdup(cf_take(p)->text);
+	cf_take(p);			/* '=' */
 	if (!macro_name_valid(name))
-		perr(p, p->lx->cur.line, "invalid macro name \"%s\"", name);
-	else if (IN_LIST(name, reserved))
-		perr(p, p->lx->cur.line, "macro name \"%s\" is a reserved "
-		    "word", name);
-	else if (want_word(p, "a macro value", &value) == 0) {
+		cf_err(p, cf_line(p), "invalid macro name \"%s\"", name);
+	else if (cf_is_reserved(name))
+		cf_err(p, cf_line(p), "macro name \"%s\" is a reserved word",
+		    name);
+	else if (cf_word(p, "a macro value", &value) == 0) {
 		macro_set(p, name, value, 0);
 		free(value);
-		rc = want_eol(p);
+		rc = cf_eol(p);
 	}
 	free(name);
 	return rc;
+}
+
+/* ------------------------------------------------------------ statements */
+
+static int
+parse_accept(struct parser *p)
+{
+	return parse_legacy_accept(p, 0);
+}
+
+static int
+parse_reject(struct parser *p)
+{
+	return parse_legacy_accept(p, 1);
 }
 
 static const struct directive {
@@ -1619,47 +2082,58 @@ static const struct directive {
 	int		(*parse)(struct parser *);
 } directives[] = {
 	{ "action",		parse_action },
+	{ "admd",		parse_admd },
+	{ "bounce",		parse_bounce },
+	{ "ca",			parse_ca },
+	{ "filter",		parse_filter },
 	{ "include",		parse_include },
 	{ "listen",		parse_listen },
 	{ "match",		parse_match },
+	{ "mda",		parse_mda },
 	{ "module-path",	parse_module_path },
+	{ "mta",		parse_mta },
+	{ "pki",		parse_pki },
+	{ "proc",		parse_proc },
+	{ "queue",		parse_queue },
 	{ "smtp",		parse_smtp },
+	{ "srs",		parse_srs },
 	{ "table",		parse_table },
+	/* the grammar before OpenSMTPD 6.4, translated */
+	{ "accept",		parse_accept },
+	{ "reject",		parse_reject },
+	{ "expire",		parse_legacy_expire },
+	{ "limit",		parse_legacy_limit },
+	{ "bounce-warn",	parse_legacy_bounce_warn },
+	{ "max-message-size",	parse_legacy_max_size },
 };
 
 static int
 parse_statement(struct parser *p)
 {
-	static const char *const later[] = {
-		"admd", "bounce", "ca", "filter", "mda", "mta", "pki", "proc",
-		"queue", "srs",
-	};
 	const struct token	*t;
 	size_t			 i;
 
-	if (peek(p, 0)->type == T_NL) {
-		take(p);
+	if (cf_peek(p, 0)->type == T_NL) {
+		cf_take(p);
 		return 0;
 	}
-	if (peek(p, 1)->type == T_EQ && peek(p, 0)->type == T_WORD)
+	if (cf_peek(p, 1)->type == T_EQ && cf_peek(p, 0)->type == T_WORD)
 		return parse_macro(p);
-	t = peek(p, 0);
+	t = cf_peek(p, 0);
 	if (t->type != T_WORD)
-		return unexpected(p, t, "a directive");
+		return cf_unexpected(p, t, "a directive");
 	for (i = 0; i < sizeof(directives) / sizeof(directives[0]); i++) {
-		if (is_kw(t, directives[i].name)) {
-			take(p);
+		if (cf_is_kw(t, directives[i].name)) {
+			cf_take(p);
 			return directives[i].parse(p);
 		}
 	}
-	if (!t->quoted && IN_LIST(t->text, later))
-		return perr(p, t->line, "directive \"%s\" is not available "
-		    "yet", t->text);
-	return perr(p, t->line, "unknown directive \"%s\"", t->text);
+	return cf_err(p, t->line, "unknown directive \"%s\"", t->text);
 }
 
 /* ----------------------------------------------------------------- files */
 
+/* Regular files only: a device or FIFO could block the load forever. */
 static int
 slurp(const char *path, char **bufp, size_t *lenp)
 {
@@ -1669,12 +2143,12 @@ slurp(const char *path, char **bufp, size_t *lenp)
 	ssize_t		 n;
 	int		 fd, saved;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) == -1)
 		return -1;
 	if (fstat(fd, &st) == -1)
 		goto fail;
-	if (S_ISDIR(st.st_mode)) {
-		errno = EISDIR;
+	if (!S_ISREG(st.st_mode)) {
+		errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
 		goto fail;
 	}
 	for (;;) {
@@ -1707,6 +2181,12 @@ fail:
 	return -1;
 }
 
+static const char *
+slurp_error(int e)
+{
+	return e == EINVAL ? "not a regular file" : strerror(e);
+}
+
 /* inc_line: the line of the include directive, 0 for the main file. */
 static int
 parse_file(struct parser *p, const char *path, int inc_line)
@@ -1717,9 +2197,9 @@ parse_file(struct parser *p, const char *path, int inc_line)
 	memset(&lx, 0, sizeof(lx));
 	if (slurp(path, &lx.owned, &lx.len) == -1) {
 		if (p->lx != NULL)
-			return perr(p, inc_line, "cannot read include file "
-			    "\"%s\": %s", path, strerror(errno));
-		log_warnx("%s: %s", path, strerror(errno));
+			return cf_err(p, inc_line, "cannot read include file "
+			    "\"%s\": %s", path, slurp_error(errno));
+		log_warnx("%s: %s", path, slurp_error(errno));
 		p->failed = 1;
 		return -1;
 	}
@@ -1729,7 +2209,7 @@ parse_file(struct parser *p, const char *path, int inc_line)
 	lx.cur.type = T_NL;
 	lx.prev = p->lx;
 	p->lx = &lx;
-	while (peek(p, 0)->type != T_EOF)
+	while (cf_peek(p, 0)->type != T_EOF)
 		if ((rc = parse_statement(p)) == -1)
 			break;
 	p->lx = lx.prev;
@@ -1739,84 +2219,96 @@ parse_file(struct parser *p, const char *path, int inc_line)
 
 /* ------------------------------------------------------------ resolution */
 
-static int
-resolve_refs(struct parser *p)
-{
-	struct ref	*r;
-	size_t		 i;
+static const char *const ref_names[] = {
+	[REF_TABLE] = "table", [REF_ACTION] = "action", [REF_PKI] = "pki",
+	[REF_CA] = "ca", [REF_FILTER] = "filter", [REF_PROC] = "proc",
+	[REF_WRAPPER] = "mda wrapper",
+};
 
-	for (i = 0; i < p->nrefs; i++) {
-		r = &p->refs[i];
-		if (r->action != NULL &&
-		    (*r->action = action_find(p->conf, r->name)) == NULL)
-			return perr_at(p, r->file, r->line,
-			    "unknown action \"%s\"", r->name);
-		if (r->table != NULL &&
-		    (*r->table = table_find(p->conf, r->name)) == NULL)
-			return perr_at(p, r->file, r->line,
-			    "unknown table \"%s\"", r->name);
+static int
+resolve_one(struct parser *p, const struct ref *r)
+{
+	const struct config	*c = p->conf;
+	void			*found = NULL;
+
+	switch (r->kind) {
+	case REF_TABLE:
+		found = *(struct table **)r->slot =
+		    config_table_find(c, r->name);
+		break;
+	case REF_ACTION:
+		found = *(struct action **)r->slot =
+		    config_action_find(c, r->name);
+		break;
+	case REF_PKI:
+		found = config_pki_find(c, r->name);
+		break;
+	case REF_CA:
+		found = config_ca_find(c, r->name);
+		break;
+	case REF_FILTER:
+		found = config_filter_find(c, r->name);
+		break;
+	case REF_PROC:
+		found = config_proc_find(c, r->name);
+		break;
+	case REF_WRAPPER:
+		found = config_wrapper_find(c, r->name);
+		break;
 	}
+	if (found == NULL)
+		return cf_err_at(p, r->file, r->line, "undefined %s \"%s\"",
+		    ref_names[r->kind], r->name);
 	return 0;
 }
 
-/* A typo in an address list would silently never match: refuse it. */
 static int
-check_src_tables(struct parser *p)
+resolve_refs(struct parser *p)
 {
-	const struct rule	*r;
-	const struct table	*t;
-	size_t			 i;
+	size_t	 i;
 
-	TAILQ_FOREACH(r, &p->conf->rules, entry) {
-		if (r->from != FROM_SRC)
-			continue;
-		t = r->from_table;
-		for (i = 0; i < t->nentries; i++) {
-			if (ruleset_netaddr_valid(t->entries[i].key))
-				continue;
-			if (t->name[0] == '<')
-				return perr_at(p, r->file, r->line, "from src "
-				    "\"%s\": not an IP address or CIDR network",
-				    t->entries[i].key);
-			return perr_at(p, t->file, t->line, "table \"%s\": "
-			    "\"%s\" is not an IP address or CIDR network, as "
-			    "\"from src\" at %s:%d requires", t->name,
-			    t->entries[i].key, r->file, r->line);
-		}
+	for (i = 0; i < p->nrefs; i++)
+		if (resolve_one(p, &p->refs[i]) == -1)
+			return -1;
+	return 0;
+}
+
+int
+cf_resolve_from(struct parser *p, size_t mark)
+{
+	size_t	 i;
+	int	 rc = 0;
+
+	for (i = mark; i < p->nrefs; i++) {
+		if (rc == 0 && resolve_one(p, &p->refs[i]) == -1)
+			rc = -1;
+		free(p->refs[i].name);
+		free(p->refs[i].file);
+	}
+	p->nrefs = mark;
+	return rc;
+}
+
+/* A pki needs both halves before anything can use it. */
+static int
+check_pkis(struct parser *p)
+{
+	const struct pki	*pk;
+
+	TAILQ_FOREACH(pk, &p->conf->pkis, entry) {
+		if (pk->cert == NULL)
+			return cf_err_at(p, pk->file, pk->line, "pki \"%s\" "
+			    "has no certificate (pki \"%s\" cert FILE)",
+			    pk->name, pk->name);
+		if (pk->key == NULL)
+			return cf_err_at(p, pk->file, pk->line, "pki \"%s\" "
+			    "has no key (pki \"%s\" key FILE)", pk->name,
+			    pk->name);
 	}
 	return 0;
 }
 
 /* ------------------------------------------------------------ public API */
-
-/* gethostname(), lowercased; the daemon may replace it afterwards. */
-static char *
-local_hostname(void)
-{
-	char	 buf[HOST_NAME_MAX + 1];
-
-	if (gethostname(buf, sizeof(buf)) == -1 || buf[0] == '\0')
-		return xstrdup("localhost");
-	buf[sizeof(buf) - 1] = '\0';
-	lowercase(buf);
-	return xstrdup(buf);
-}
-
-static struct config *
-config_new(void)
-{
-	struct config	*conf = xcalloc(1, sizeof(*conf));
-
-	conf->hostname = local_hostname();
-	conf->max_message_size = DEFAULT_MAX_MSGSIZE;
-	conf->max_rcpt = DEFAULT_MAX_RCPT;
-	conf->max_mails = DEFAULT_MAX_MAILS;
-	TAILQ_INIT(&conf->tables);
-	TAILQ_INIT(&conf->listeners);
-	TAILQ_INIT(&conf->actions);
-	TAILQ_INIT(&conf->rules);
-	return conf;
-}
 
 static void
 parser_free(struct parser *p)
@@ -1833,6 +2325,9 @@ parser_free(struct parser *p)
 		free(p->refs[i].file);
 	}
 	free(p->refs);
+	for (i = 0; i < p->nlegacy_files; i++)
+		free(p->legacy_files[i]);
+	free(p->legacy_files);
 }
 
 struct config *
@@ -1850,99 +2345,13 @@ config_load(const char *path, const struct macro *macros, size_t nmacros)
 	if (rc == 0)
 		rc = resolve_refs(&p);
 	if (rc == 0)
-		rc = check_src_tables(&p);
+		rc = check_pkis(&p);
+	if (rc == 0)
+		rc = cf_check_rules(&p);
 	parser_free(&p);
 	if (rc == -1) {
 		config_free(p.conf);
 		return NULL;
 	}
 	return p.conf;
-}
-
-static void
-tables_free(struct tablelist *tl)
-{
-	struct table	*t;
-	size_t		 i;
-
-	while ((t = TAILQ_FIRST(tl)) != NULL) {
-		TAILQ_REMOVE(tl, t, entry);
-		for (i = 0; i < t->nentries; i++) {
-			free(t->entries[i].key);
-			free(t->entries[i].value);
-		}
-		free(t->entries);
-		free(t->name);
-		free(t->file);
-		free(t);
-	}
-}
-
-static void
-listeners_free(struct listenerlist *ll)
-{
-	struct listener	*l;
-
-	while ((l = TAILQ_FIRST(ll)) != NULL) {
-		TAILQ_REMOVE(ll, l, entry);
-		free(l->tag);
-		free(l->hostname);
-		free(l->file);
-		free(l);
-	}
-}
-
-static void
-actions_free(struct actionlist *al)
-{
-	struct action	*a;
-
-	while ((a = TAILQ_FIRST(al)) != NULL) {
-		TAILQ_REMOVE(al, a, entry);
-		free(a->name);
-		free(a->path);
-		free(a->user);
-		free(a->file);
-		free(a);
-	}
-}
-
-static void
-rules_free(struct rulelist *rl)
-{
-	struct rule	*r;
-
-	while ((r = TAILQ_FIRST(rl)) != NULL) {
-		TAILQ_REMOVE(rl, r, entry);
-		free(r->for_domain);
-		free(r->tag);
-		free(r->file);
-		free(r);
-	}
-}
-
-void
-config_free(struct config *conf)
-{
-	if (conf == NULL)
-		return;
-	rules_free(&conf->rules);
-	actions_free(&conf->actions);
-	listeners_free(&conf->listeners);
-	tables_free(&conf->tables);
-	free(conf->hostname);
-	free(conf->module_path);
-	free(conf);
-}
-
-struct table *
-config_table(struct config *conf, const char *name)
-{
-	return table_find(conf, name);
-}
-
-struct action *
-config_action(struct config *conf, const char *name)
-{
-	return action_find(conf, name);
 }

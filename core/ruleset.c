@@ -56,14 +56,6 @@ netaddr_parse(const char *s, struct netaddr *n)
 	return 0;
 }
 
-int
-ruleset_netaddr_valid(const char *s)
-{
-	struct netaddr	 n;
-
-	return netaddr_parse(s, &n) == 0;
-}
-
 /* The client address; an IPv4-mapped IPv6 address counts as IPv4. */
 static int
 netaddr_from_ss(const struct sockaddr_storage *ss, struct netaddr *n)
@@ -96,52 +88,6 @@ netaddr_from_ss(const struct sockaddr_storage *ss, struct netaddr *n)
 	n->af = AF_INET6;
 	n->bits = 128;
 	memcpy(n->addr, &sin6->sin6_addr, 16);
-	return 0;
-}
-
-/* Whether addr lies inside net. */
-static int
-netaddr_contains(const struct netaddr *net, const struct netaddr *addr)
-{
-	int	 full = net->bits / 8, rest = net->bits % 8;
-	uint8_t	 mask;
-
-	if (net->af != addr->af)
-		return 0;
-	if (memcmp(net->addr, addr->addr, full) != 0)
-		return 0;
-	if (rest == 0)
-		return 1;
-	mask = (uint8_t)(0xff << (8 - rest));
-	return (net->addr[full] & mask) == (addr->addr[full] & mask);
-}
-
-static int
-table_has_src(const struct table *t, const struct sockaddr_storage *ss)
-{
-	struct netaddr	 src, net;
-	size_t		 i;
-
-	if (t == NULL || netaddr_from_ss(ss, &src) == -1)
-		return 0;
-	for (i = 0; i < t->nentries; i++)
-		if (netaddr_parse(t->entries[i].key, &net) == 0 &&
-		    netaddr_contains(&net, &src))
-			return 1;
-	return 0;
-}
-
-/* Domains compare without regard to case, in lists and maps alike. */
-static int
-table_has_domain(const struct table *t, const char *domain)
-{
-	size_t	 i;
-
-	if (t == NULL)
-		return 0;
-	for (i = 0; i < t->nentries; i++)
-		if (strcasecmp(t->entries[i].key, domain) == 0)
-			return 1;
 	return 0;
 }
 
@@ -232,29 +178,17 @@ domain_is_local(const struct config *conf, const char *domain)
 	return name_matches_host(domain, host);
 }
 
+/* The client address as tables hold it; IPv4-mapped IPv6 as IPv4. */
 static int
-from_matches(const struct rule *r, const struct match_ctx *ctx)
+src_text(const struct match_ctx *ctx, char *buf, size_t len)
 {
-	int	 m;
+	struct netaddr	 n;
 
-	switch (r->from) {
-	case FROM_ANY:
-		m = 1;
-		break;
-	case FROM_LOCAL:
-		m = ctx->local || ss_is_loopback(ctx->src);
-		break;
-	case FROM_SOCKET:
-		m = ctx->local;
-		break;
-	case FROM_SRC:
-		m = !ctx->local && table_has_src(r->from_table, ctx->src);
-		break;
-	default:
-		m = 0;
-		break;
-	}
-	return !!m != !!r->from_neg;
+	if (ctx->local || netaddr_from_ss(ctx->src, &n) == -1)
+		return -1;
+	if (inet_ntop(n.af, n.addr, buf, len) == NULL)
+		return -1;
+	return 0;
 }
 
 /* The part after the last '@'; "" (a local recipient) when none. */
@@ -268,53 +202,111 @@ rcpt_domain(const char *rcpt)
 	return at + 1;
 }
 
+/* value against the condition's table; NULL value never matches. */
 static int
-for_matches(const struct config *conf, const struct rule *r,
+cond_lookup(const struct cond *c, enum table_service service,
+    const char *value)
+{
+	if (value == NULL)
+		return 0;
+	return table_match(c->table, c->regex ? K_REGEX : service, value);
+}
+
+/* value exists, and matches the table when there is one. */
+static int
+cond_optional(const struct cond *c, enum table_service service,
+    const char *value)
+{
+	if (value == NULL)
+		return 0;
+	if (c->table == NULL)
+		return 1;
+	return cond_lookup(c, service, value);
+}
+
+/* 1: holds, 0: does not, -1: a table failed (temporary). */
+static int
+cond_eval(const struct config *conf, const struct cond *c,
     const struct match_ctx *ctx)
 {
-	const char	*domain = rcpt_domain(ctx->rcpt);
-	int		 m;
+	char	 src[INET6_ADDRSTRLEN];
 
-	switch (r->for_) {
-	case FOR_ANY:
-		m = 1;
-		break;
-	case FOR_LOCAL:
-		m = domain_is_local(conf, domain);
-		break;
-	case FOR_DOMAIN:
-		if (r->for_table != NULL)
-			m = table_has_domain(r->for_table, domain);
-		else
-			m = r->for_domain != NULL &&
-			    strcasecmp(r->for_domain, domain) == 0;
-		break;
-	default:
-		m = 0;
-		break;
-	}
-	return !!m != !!r->for_neg;
-}
-
-static int
-tag_matches(const struct rule *r, const struct match_ctx *ctx)
-{
-	int	 m;
-
-	if (r->tag == NULL)
+	switch (c->kind) {
+	case C_FROM_ANY:
+	case C_FOR_ANY:
 		return 1;
-	m = ctx->tag != NULL && strcmp(ctx->tag, r->tag) == 0;
-	return !!m != !!r->tag_neg;
+	case C_FROM_LOCAL:
+		return ctx->local || ss_is_loopback(ctx->src);
+	case C_FROM_SOCKET:
+		return ctx->local;
+	case C_FROM_SRC:
+		if (src_text(ctx, src, sizeof(src)) == -1)
+			return 0;
+		return cond_lookup(c, K_NETADDR, src);
+	case C_FROM_AUTH:
+	case C_AUTH:
+		return cond_optional(c, K_STRING, ctx->auth);
+	case C_FROM_RDNS:
+		return cond_optional(c, K_DOMAIN, ctx->rdns);
+	case C_FROM_MAIL_FROM:
+	case C_MAIL_FROM:
+		return cond_lookup(c, K_MAILADDR, ctx->sender);
+	case C_FOR_LOCAL:
+		return domain_is_local(conf, rcpt_domain(ctx->rcpt));
+	case C_FOR_DOMAIN:
+		return cond_lookup(c, K_DOMAIN, rcpt_domain(ctx->rcpt));
+	case C_FOR_RCPT_TO:
+	case C_RCPT_TO:
+		return cond_lookup(c, K_MAILADDR, ctx->rcpt);
+	case C_HELO:
+		return cond_lookup(c, K_DOMAIN, ctx->helo);
+	case C_TAG:
+		return cond_lookup(c, K_STRING, ctx->tag);
+	case C_TLS:
+		return ctx->tls;
+	default:
+		return 0;
+	}
 }
 
+/* 1, 0, or -1 when a table could not answer. */
+static int
+rule_matches(const struct config *conf, const struct rule *r,
+    const struct match_ctx *ctx)
+{
+	int	 i, m;
+
+	for (i = 0; i < SLOT_NSLOTS; i++) {
+		if (!r->set[i])
+			continue;
+		if ((m = cond_eval(conf, &r->conds[i], ctx)) == -1)
+			return -1;
+		if (!!m == !!r->conds[i].neg)
+			return 0;
+	}
+	return 1;
+}
+
+/*
+ * First match wins.  A table failure stops the walk with *tempfail set:
+ * a later rule must not decide for a recipient an earlier one would
+ * have taken had its table answered.
+ */
 const struct rule *
-ruleset_match(const struct config *conf, const struct match_ctx *ctx)
+ruleset_match(const struct config *conf, const struct match_ctx *ctx,
+    int *tempfail)
 {
 	const struct rule	*r;
+	int			 m;
 
-	TAILQ_FOREACH(r, &conf->rules, entry)
-		if (tag_matches(r, ctx) && from_matches(r, ctx) &&
-		    for_matches(conf, r, ctx))
+	*tempfail = 0;
+	TAILQ_FOREACH(r, &conf->rules, entry) {
+		if ((m = rule_matches(conf, r, ctx)) == -1) {
+			*tempfail = 1;
+			return NULL;
+		}
+		if (m)
 			return r;
+	}
 	return NULL;
 }

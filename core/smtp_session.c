@@ -126,8 +126,8 @@ session_unlink(struct smtp_session *s)
 static const char *
 smtp_name(struct smtp_session *s)
 {
-	if (s->listener->hostname)
-		return s->listener->hostname;
+	if (s->listener->lc->hostname)
+		return s->listener->lc->hostname;
 	return env.conf->hostname;
 }
 
@@ -407,7 +407,10 @@ cmd_rcpt(struct smtp_session *s, char *arg)
 	ipc_put_u64(o, s->id);
 	ipc_put_u32(o, 0);				/* not local socket */
 	ipc_put_data(o, &s->ss, sizeof(s->ss));
-	ipc_put_str(o, s->listener->tag);
+	ipc_put_str(o, s->listener->lc->tag);
+	ipc_put_str(o, s->helo[0] ? s->helo : NULL);
+	ipc_put_str(o, NULL);				/* no AUTH yet */
+	ipc_put_u32(o, 0);				/* no TLS yet */
 	ipc_put_str(o, s->sender);
 	ipc_put_str(o, s->pending_rcpt);
 	ipc_end(o, -1);
@@ -625,8 +628,8 @@ envelope_json(struct smtp_session *s, const struct smtp_rcpt *r)
 	msd_strlcpy(ev.helo, s->helo, sizeof(ev.helo));
 	msd_strlcpy(ev.hostname, smtp_name(s), sizeof(ev.hostname));
 	msd_strlcpy(ev.src, s->src, sizeof(ev.src));
-	if (s->listener->tag)
-		msd_strlcpy(ev.tag, s->listener->tag, sizeof(ev.tag));
+	if (s->listener->lc->tag)
+		msd_strlcpy(ev.tag, s->listener->lc->tag, sizeof(ev.tag));
 	msd_strlcpy(ev.action, r->action, sizeof(ev.action));
 	ev.creation = time(NULL);
 	ev.expire = DEFAULT_EXPIRE;

@@ -200,7 +200,8 @@ bind_listeners(void)
 		    errno == EADDRNOTAVAIL) {
 			/* `listen on localhost` on a host without IPv6. */
 			log_warnx("smtpd: %s:%d: no IPv6 here, not listening"
-			    " on %s", l->file, l->line, ss_to_text(&l->ss));
+			    " on %s", l->lc->file, l->lc->line,
+			    ss_to_text(&l->ss));
 			close(fd);
 			continue;
 		}
@@ -541,6 +542,12 @@ raise_fd_limit(void)
 }
 
 static void
+report_unavailable(const char *line, void *arg)
+{
+	log_warnx("%s: %s", (const char *)arg, line);
+}
+
+static void
 add_macro(struct macro **macros, size_t *n, char *arg)
 {
 	char	*eq = strchr(arg, '=');
@@ -593,11 +600,24 @@ main(int argc, char *argv[])
 		usage();
 
 	log_init(1, verbose);
-	if ((env.conf = config_load(conffile, macros, nmacros)) == NULL)
+	if ((env.conf = config_load(conffile, macros, nmacros)) == NULL ||
+	    table_open_all(env.conf) == -1)
 		exit(1);
 	if (check) {
+		/* -n -v: the same configuration in the current grammar. */
+		if (verbose)
+			config_print(stdout, env.conf);
+		if (config_unavailable(env.conf, report_unavailable, "note") &&
+		    !verbose)
+			log_warnx("smtpd: the daemon will not start until these "
+			    "features are available or removed");
 		printf("configuration OK\n");
 		exit(0);
+	}
+	if (config_unavailable(env.conf, report_unavailable, "error")) {
+		log_warnx("smtpd: not starting: the configuration uses "
+		    "features this build does not have yet");
+		exit(1);
 	}
 	env.conffile = conffile;
 	env.privileged = geteuid() == 0;

@@ -40,8 +40,39 @@
 
 /* ---------------------------------------------------------------- config */
 
+/*
+ * The configuration model: everything smtpd.conf(5) can say, in either
+ * grammar (parse.c reads both; config_print.c writes the current one).
+ * Values the file did not set hold the documented defaults, so two files
+ * that mean the same thing load to equal models and print identically.
+ * Every object remembers file:line for messages.
+ */
+
+#define DEFAULT_WARN_INTERVAL	(4 * 3600)	/* bounce warn-interval 4h */
+#define DEFAULT_SRS_TTL		(4 * 24 * 3600)
+#define DEFAULT_MAX_DEFERRED	100
+#define DEFAULT_SUBADDR_DELIM	'+'
+#define MAX_WARN_INTERVALS	4
+
+/* Table services of table(5), as bits: a rule asks for one at a time. */
+enum table_service {
+	K_NONE		= 0x0000,
+	K_ALIAS		= 0x0001,	/* user -> expansion list */
+	K_DOMAIN	= 0x0002,	/* domain (with *. wildcards) */
+	K_CREDENTIALS	= 0x0004,	/* user -> crypt(3) hash */
+	K_NETADDR	= 0x0008,	/* address or CIDR network */
+	K_USERINFO	= 0x0010,	/* user -> uid:gid:home */
+	K_SOURCE	= 0x0020,	/* list of source addresses */
+	K_MAILADDR	= 0x0040,	/* user@domain, @domain or user */
+	K_ADDRNAME	= 0x0080,	/* address -> hostname */
+	K_MAILADDRMAP	= 0x0100,	/* user -> list of mailaddr */
+	K_RELAYHOST	= 0x0200,	/* domain -> relay URL */
+	K_STRING	= 0x0400,	/* exact string */
+	K_REGEX		= 0x0800,	/* POSIX extended regex list */
+};
+
 enum table_kind {
-	TABLE_LIST,		/* { a, b, c } */
+	TABLE_LIST,		/* { a, b, c }, or a literal in a rule */
 	TABLE_MAP,		/* { k = v, ... } */
 };
 
@@ -50,90 +81,349 @@ struct table_entry {
 	char		*value;		/* NULL in a list */
 };
 
+struct table_backend;			/* table.c */
+
 struct table {
 	TAILQ_ENTRY(table)	 entry;
 	char			*name;
-	enum table_kind		 kind;
-	struct table_entry	*entries;
+	/*
+	 * "static" for inline tables; otherwise the backend type as written
+	 * ("file", "db", ...) or implied (a path alone means "file").
+	 */
+	char			*type;
+	char			*config;	/* path / backend config; NULL: static */
+	enum table_kind		 kind;		/* static tables */
+	struct table_entry	*entries;	/* static tables */
 	size_t			 nentries;
+	/*
+	 * Made by the parser for a literal in a rule or option (`for domain
+	 * example.org`): printed back as that literal, never by name.
+	 */
+	int			 anon;
+	struct table_backend	*backend;	/* table.c, NULL until opened */
 	char			*file;		/* where it was declared */
 	int			 line;
 };
 TAILQ_HEAD(tablelist, table);
 
+struct pki {
+	TAILQ_ENTRY(pki)	 entry;
+	char			*name;
+	char			*cert;		/* file names, absolute */
+	char			*key;
+	enum { DHE_NONE, DHE_LEGACY, DHE_AUTO } dhe;
+	char			*file;
+	int			 line;
+};
+TAILQ_HEAD(pkilist, pki);
+
+struct ca {
+	TAILQ_ENTRY(ca)		 entry;
+	char			*name;
+	char			*cert;
+	char			*file;
+	int			 line;
+};
+TAILQ_HEAD(calist, ca);
+
+/* Listener options (struct listen_conf.flags). */
+#define LO_TLS			0x0001	/* STARTTLS offered */
+#define LO_TLS_REQUIRE		0x0002	/* ... and required */
+#define LO_TLS_VERIFY		0x0004	/* ... with a client certificate */
+#define LO_SMTPS		0x0008
+#define LO_AUTH			0x0010	/* required before MAIL */
+#define LO_AUTH_OPTIONAL	0x0020
+#define LO_MASK_SRC		0x0040
+#define LO_NO_DSN		0x0080
+#define LO_PROXY_V2		0x0100
+#define LO_RECEIVED_AUTH	0x0200
+#define LO_MASQUERADE		0x0400	/* senders <t> masquerade */
+
 #define LISTEN_INET4		0x01
 #define LISTEN_INET6		0x02
 
-struct listener {
-	TAILQ_ENTRY(listener)	 entry;
-	struct sockaddr_storage	 ss;		/* address and port */
-	socklen_t		 sslen;
-	char			*tag;		/* NULL when none */
-	char			*hostname;	/* NULL: the global one */
-	int			 fd;		/* -1 until bound */
-	void			*ev;		/* smtp role: accept event */
+#define LISTEN_MAX_PKI		16
+
+/* One `listen on` directive; each address it names is a struct listener. */
+struct listen_conf {
+	TAILQ_ENTRY(listen_conf) entry;
+	int			 socket;	/* `listen on socket` */
+	char			*on;		/* interface/group/address/name */
+	int			 family;	/* 0, LISTEN_INET4, LISTEN_INET6 */
+	int			 port;		/* 0: the default (25, 465) */
+	uint32_t		 flags;		/* LO_* */
+	char			*tag;
+	char			*hostname;
+	struct table		*hostnames;
+	struct table		*auth;		/* auth[-optional] <t> */
+	struct table		*senders;
+	char			*pki[LISTEN_MAX_PKI];
+	size_t			 npki;
+	char			*ca;
+	char			*filter;	/* filter or chain name */
+	char			*ciphers;
+	char			*protocols;
 	char			*file;
 	int			 line;
+};
+TAILQ_HEAD(listenconflist, listen_conf);
+
+struct listener {
+	TAILQ_ENTRY(listener)	 entry;
+	const struct listen_conf *lc;
+	struct sockaddr_storage	 ss;		/* address and port */
+	socklen_t		 sslen;
+	int			 fd;		/* -1 until bound */
+	void			*ev;		/* smtp role: accept event */
 };
 TAILQ_HEAD(listenerlist, listener);
 
 enum action_method {
+	A_MBOX,
 	A_MAILDIR,
+	A_LMTP,
+	A_MDA,
+	A_RELAY,
+	A_EXPAND_ONLY,
+	A_FORWARD_ONLY,
+	A_NMETHODS
 };
+
+/* Relay `tls` option. */
+#define RELAY_TLS_DEFAULT	0	/* opportunistic */
+#define RELAY_TLS_VERIFY	1	/* `tls`: required and verified */
+#define RELAY_TLS_NO_VERIFY	2	/* `tls no-verify` */
 
 struct action {
 	TAILQ_ENTRY(action)	 entry;
 	char			*name;
 	enum action_method	 method;
-	char			*path;		/* maildir path; NULL: ~/Maildir */
-	int			 junk;
-	char			*user;		/* `user` option; NULL: rcpt user */
+	/* method arguments */
+	char			*path;		/* maildir; NULL: ~/Maildir */
+	int			 junk;		/* maildir junk */
+	char			*lmtp_dest;	/* host:port or /socket */
+	int			 lmtp_rcpt_to;
+	char			*mda_cmd;
+	/* local options */
+	struct table		*alias;
+	struct table		*virtual;
+	struct table		*userbase;
+	char			*user;		/* NULL: the recipient */
+	char			*wrapper;	/* `mda wrapper` name */
+	/* relay options */
+	int			 backup;
+	char			*backup_mx;	/* backup mx NAME */
+	char			*helo;
+	struct table		*helo_src;
+	struct table		*domain;
+	char			*host;		/* relay URL */
+	int			 tls;		/* RELAY_TLS_* */
+	struct table		*auth;
+	char			*mail_from;
+	struct table		*src;
+	char			*pki;
+	char			*ca;
+	int			 srs;
+	char			*protocols;
+	char			*ciphers;
+	/* both */
+	uint32_t		 ttl;		/* seconds; 0: `queue ttl` */
 	char			*file;
 	int			 line;
 };
 TAILQ_HEAD(actionlist, action);
 
-enum from_kind {
-	FROM_ANY,
-	FROM_LOCAL,		/* local socket or loopback */
-	FROM_SOCKET,		/* local socket only */
-	FROM_SRC,		/* src <table> */
+/*
+ * A match condition.  Each kind appears at most once per rule; `set`
+ * says whether the rule has it.  table NULL means the form without an
+ * argument (`from auth`, `from rdns`, `auth`, `tls`...).
+ */
+enum cond_kind {
+	/* from ... (exactly one; `from local` when omitted) */
+	C_FROM_ANY,
+	C_FROM_LOCAL,
+	C_FROM_SOCKET,
+	C_FROM_SRC,		/* K_NETADDR, or K_REGEX on the text */
+	C_FROM_AUTH,		/* K_STRING user, or K_REGEX */
+	C_FROM_RDNS,		/* K_DOMAIN, or K_REGEX */
+	C_FROM_MAIL_FROM,	/* K_MAILADDR, or K_REGEX */
+	/* for ... (exactly one; `for local` when omitted) */
+	C_FOR_ANY,
+	C_FOR_LOCAL,
+	C_FOR_DOMAIN,		/* K_DOMAIN, or K_REGEX */
+	C_FOR_RCPT_TO,		/* K_MAILADDR, or K_REGEX */
+	/* transaction options */
+	C_AUTH,
+	C_HELO,			/* K_DOMAIN, or K_REGEX */
+	C_MAIL_FROM,
+	C_RCPT_TO,
+	C_TAG,			/* K_STRING, or K_REGEX */
+	C_TLS,
+	C_NKINDS
 };
 
-enum for_kind {
-	FOR_ANY,
-	FOR_LOCAL,		/* localhost and this host's names */
-	FOR_DOMAIN,		/* domain D or domain <table> */
+struct cond {
+	enum cond_kind		 kind;
+	int			 neg;		/* `!` */
+	int			 regex;		/* `regex` keyword */
+	struct table		*table;		/* NULL: no argument */
+};
+
+/* Slots of struct rule.conds: one per group below. */
+enum cond_slot {
+	SLOT_FROM,
+	SLOT_FOR,
+	SLOT_AUTH,
+	SLOT_HELO,
+	SLOT_MAIL_FROM,
+	SLOT_RCPT_TO,
+	SLOT_TAG,
+	SLOT_TLS,
+	SLOT_NSLOTS
 };
 
 struct rule {
 	TAILQ_ENTRY(rule)	 entry;
 	int			 reject;	/* `match ... reject` */
-	enum from_kind		 from;
-	int			 from_neg;
-	struct table		*from_table;	/* FROM_SRC */
-	enum for_kind		 for_;
-	int			 for_neg;
-	char			*for_domain;	/* FOR_DOMAIN, literal */
-	struct table		*for_table;	/* FOR_DOMAIN, table */
-	char			*tag;		/* `tag T`; NULL: any */
-	int			 tag_neg;
+	struct cond		 conds[SLOT_NSLOTS];
+	int			 set[SLOT_NSLOTS];	/* from/for always set */
 	struct action		*action;	/* NULL when reject */
 	char			*file;
 	int			 line;
 };
 TAILQ_HEAD(rulelist, rule);
 
+enum filter_type {
+	F_BUILTIN,		/* phase ... match ... decision */
+	F_PROC,			/* proc NAME */
+	F_PROC_EXEC,		/* proc-exec "cmd" */
+	F_CHAIN,		/* chain { a, b } */
+};
+
+enum filter_phase {
+	FP_CONNECT,
+	FP_HELO,
+	FP_EHLO,
+	FP_MAIL_FROM,
+	FP_RCPT_TO,
+	FP_DATA,
+	FP_COMMIT,
+	FP_NPHASES
+};
+
+enum filter_cond_kind {
+	FC_FCRDNS,
+	FC_RDNS,		/* table optional */
+	FC_SRC,
+	FC_HELO,
+	FC_AUTH,		/* table optional */
+	FC_MAIL_FROM,
+	FC_RCPT_TO,
+	FC_NKINDS
+};
+
+struct filter_cond {
+	enum filter_cond_kind	 kind;
+	int			 neg;
+	int			 regex;
+	struct table		*table;
+};
+
+enum filter_decision {
+	FD_BYPASS,
+	FD_DISCONNECT,		/* message */
+	FD_JUNK,
+	FD_REJECT,		/* message */
+	FD_REWRITE,		/* value */
+	FD_REPORT,		/* value */
+};
+
+struct filter {
+	TAILQ_ENTRY(filter)	 entry;
+	char			*name;
+	enum filter_type	 type;
+	int			 anon;		/* `listen on ... filter { }` */
+	/* F_BUILTIN */
+	enum filter_phase	 phase;
+	struct filter_cond	*conds;
+	size_t			 nconds;
+	enum filter_decision	 decision;
+	char			*message;	/* disconnect/reject/rewrite */
+	/* F_PROC */
+	char			*proc;
+	/* F_PROC_EXEC (and struct proc) */
+	char			*command;
+	char			*user;
+	char			*group;
+	char			*chroot;
+	/* F_CHAIN */
+	char			**chain;
+	size_t			 nchain;
+	char			*file;
+	int			 line;
+};
+TAILQ_HEAD(filterlist, filter);
+
+/* `proc NAME "command" [user U] [group G] [chroot D]` */
+struct proc {
+	TAILQ_ENTRY(proc)	 entry;
+	char			*name;
+	char			*command;
+	char			*user;
+	char			*group;
+	char			*chroot;
+	char			*file;
+	int			 line;
+};
+TAILQ_HEAD(proclist, proc);
+
+/* `mda wrapper NAME "command"` */
+struct wrapper {
+	TAILQ_ENTRY(wrapper)	 entry;
+	char			*name;
+	char			*command;
+	char			*file;
+	int			 line;
+};
+TAILQ_HEAD(wrapperlist, wrapper);
+
 struct config {
 	char			*hostname;	/* server name (smtpname) */
 	char			*module_path;	/* `module-path`, may be NULL */
+	char			*admd;		/* `admd`; NULL: hostname */
+	/* smtp */
 	size_t			 max_message_size;
 	size_t			 max_rcpt;
 	size_t			 max_mails;
+	char			*smtp_ciphers;
+	char			 subaddr_delim;
+	/* queue */
+	int			 queue_compression;
+	int			 queue_encryption;
+	char			*queue_key;	/* NULL: ask at start */
+	uint32_t		 queue_ttl;	/* seconds */
+	/* bounce / mta */
+	uint32_t		 warn_interval[MAX_WARN_INTERVALS];
+	size_t			 nwarn_interval;
+	size_t			 max_deferred;
+	/* srs */
+	char			*srs_key;
+	char			*srs_key_backup;
+	uint32_t		 srs_ttl;
+	/* `listen on socket`; NULL: the default socket listener */
+	struct listen_conf	*socket_listener;
 	struct tablelist	 tables;
-	struct listenerlist	 listeners;
+	struct pkilist		 pkis;
+	struct calist		 cas;
+	struct listenconflist	 listen_confs;
+	struct listenerlist	 listeners;	/* one per bound address */
 	struct actionlist	 actions;
 	struct rulelist		 rules;
+	struct filterlist	 filters;
+	struct proclist		 procs;
+	struct wrapperlist	 wrappers;
+	/* Files in the old (pre-6.4) grammar: printed with -n -v. */
+	int			 legacy;
 };
 
 /* What ruleset_match() looks at for one recipient. */
@@ -141,6 +431,10 @@ struct match_ctx {
 	int			 local;		/* came over the local socket */
 	const struct sockaddr_storage *src;	/* NULL for the local socket */
 	const char		*tag;		/* listener tag or NULL */
+	const char		*helo;		/* HELO/EHLO name or NULL */
+	const char		*auth;		/* authenticated user or NULL */
+	int			 tls;		/* session is in TLS */
+	const char		*rdns;		/* reverse name or NULL */
 	const char		*sender;	/* MAIL FROM, "" for <> */
 	const char		*rcpt;		/* RCPT TO address */
 };
@@ -154,13 +448,53 @@ struct config	*config_load(const char *path, const struct macro *, size_t);
 void		 config_free(struct config *);
 struct table	*config_table(struct config *, const char *name);
 struct action	*config_action(struct config *, const char *name);
+/*
+ * Features the file uses that this build cannot run yet: one line each,
+ * "file:line: FEATURE is not available yet", written through report().
+ * Returns how many; the daemon refuses to start when there are any.
+ */
+size_t		 config_unavailable(const struct config *,
+		    void (*report)(const char *line, void *), void *arg);
+
+/* config_print.c: the model in the current grammar; loads to the same. */
+void		 config_print(FILE *, const struct config *);
 
 /* ruleset.c: first matching rule or NULL (NULL means reject). */
 const struct rule *ruleset_match(const struct config *,
-		    const struct match_ctx *);
+		    const struct match_ctx *, int *tempfail);
 int		 domain_is_local(const struct config *, const char *domain);
-/* An address or CIDR network as `from src` tables hold them. */
-int		 ruleset_netaddr_valid(const char *);
+
+/* table.c: the table layer. */
+/* Opens every table's backend (file tables are read here); -1 on error
+ * after printing "file:line: ..." for the first bad entry. */
+int		 table_open_all(struct config *);
+void		 table_close(struct table *);
+/* 1: key matches an entry for the service, 0: no, -1: temporary failure. */
+int		 table_match(struct table *, enum table_service, const char *key);
+/* 1: found, value copied; 0: not found; -1: temporary failure / too long. */
+int		 table_lookup(struct table *, enum table_service, const char *key,
+		    char *value, size_t len);
+const char	*table_service_name(enum table_service);
+/* 1 if entry is valid for the service (a CIDR network, a regex...). */
+int		 table_check_entry(enum table_service, const char *entry);
+
+/* expand.c: format specifiers of smtpd.conf(5) ("%{rcpt.domain[0:-4]}"). */
+struct expand_ctx {
+	const char	*sender;	/* "" for <> */
+	const char	*rcpt;
+	const char	*dest;
+	const char	*user;		/* user.username */
+	const char	*directory;	/* user.directory */
+	const char	*mbox_from;
+	const char	*mda;		/* only for mda wrappers */
+	char		 subaddr_delim;	/* for :strip */
+};
+/*
+ * Expands in into out; -1 with *err set to a static reason on an unknown
+ * token, a bad slice or modifier, or when out is too small.
+ */
+int		 expand_format(const char *in, const struct expand_ctx *,
+		    char *out, size_t outlen, const char **err);
 
 /* ------------------------------------------------------------------- log */
 
@@ -181,6 +515,7 @@ void	*xmalloc(size_t);
 void	*xcalloc(size_t, size_t);
 void	*xreallocarray(void *, size_t, size_t);
 char	*xstrdup(const char *);
+char	*xstrndup(const char *, size_t);
 int	 xasprintf(char **, const char *, ...) __attribute__((format(printf, 2, 3)));
 size_t	 msd_strlcpy(char *, const char *, size_t);
 size_t	 msd_strlcat(char *, const char *, size_t);
@@ -194,6 +529,7 @@ int	 addr_split(const char *addr, char *user, size_t ulen,
 	    char *domain, size_t dlen);
 /* Lowercases ASCII in place. */
 void	 lowercase(char *);
+void	 subaddr_strip(char *user, char delim);
 
 /* ------------------------------------------------------------------- ipc */
 

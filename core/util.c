@@ -57,6 +57,16 @@ xstrdup(const char *s)
 	return p;
 }
 
+char *
+xstrndup(const char *s, size_t n)
+{
+	char	*p;
+
+	if ((p = strndup(s, n)) == NULL)
+		fatal("strndup");
+	return p;
+}
+
 int
 xasprintf(char **ret, const char *fmt, ...)
 {
@@ -203,4 +213,18 @@ lowercase(char *s)
 {
 	for (; *s; s++)
 		*s = tolower((unsigned char)*s);
+}
+
+/*
+ * "user+tag" -> "user" for the user lookup (smtpd.conf sub-addr-delim);
+ * a name that starts with the delimiter is left alone.
+ */
+void
+subaddr_strip(char *user, char delim)
+{
+	char	*d;
+
+	if (delim != '\0' && user[0] != delim &&
+	    (d = strchr(user, delim)) != NULL)
+		*d = '\0';
 }

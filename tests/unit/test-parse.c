@@ -111,8 +111,8 @@ listener_is(const struct listener *l, const char *addr, int port,
 	want = l->ss.ss_family == AF_INET ? sizeof(struct sockaddr_in) :
 	    sizeof(struct sockaddr_in6);
 	return strcmp(ss_to_text(&l->ss), addr) == 0 && port_of(l) == port &&
-	    l->sslen == want && l->fd == -1 && str_eq(l->tag, tag) &&
-	    str_eq(l->hostname, hostname);
+	    l->sslen == want && l->fd == -1 && str_eq(l->lc->tag, tag) &&
+	    str_eq(l->lc->hostname, hostname);
 }
 
 static int
@@ -141,10 +141,10 @@ test_basic_listeners(struct config *c)
 	ok(listener_is(nth_listener(c, 2), "127.0.0.1", 587, "SUBMIT",
 	    "mx.example.org"), "basic: macro carrying several words");
 	ok(listener_is(nth_listener(c, 3), "::1", 2525, "CONT", NULL) &&
-	    nth_listener(c, 3)->line == 15,
+	    nth_listener(c, 3)->lc->line == 15,
 	    "basic: continued listen line, line number of its start");
-	ok(nth_listener(c, 0)->line == 13 &&
-	    ends_with(nth_listener(c, 0)->file, "/good-basic.conf"),
+	ok(nth_listener(c, 0)->lc->line == 13 &&
+	    ends_with(nth_listener(c, 0)->lc->file, "/good-basic.conf"),
 	    "basic: listener file and line");
 }
 
@@ -191,33 +191,56 @@ test_basic_tables(struct config *c)
 	ok(config_table(c, "nope") == NULL, "basic: config_table miss");
 }
 
+/* Slot SLOT of rule r: kind, negation and table. */
+static int
+cond_is(const struct rule *r, int slot, enum cond_kind kind, int neg,
+    const struct table *t)
+{
+	return r->set[slot] && r->conds[slot].kind == kind &&
+	    r->conds[slot].neg == neg && (t == NULL ||
+	    r->conds[slot].table == t);
+}
+
+static int
+literal_is(const struct rule *r, int slot, const char *value)
+{
+	const struct table	*t = r->conds[slot].table;
+
+	return t != NULL && t->anon && t->nentries == 1 &&
+	    strcmp(t->entries[0].key, value) == 0;
+}
+
 static void
 test_basic_rules(struct config *c)
 {
 	struct rule	*r;
 
 	r = nth_rule(c, 0);
-	ok(r != NULL && r->from == FROM_LOCAL && r->for_ == FOR_LOCAL &&
-	    !r->from_neg && !r->for_neg && !r->reject &&
+	ok(r != NULL && cond_is(r, SLOT_FROM, C_FROM_LOCAL, 0, NULL) &&
+	    cond_is(r, SLOT_FOR, C_FOR_LOCAL, 0, NULL) && !r->reject &&
 	    r->action == config_action(c, "local") && r->line == 25,
 	    "basic: rule 1 from local for local");
 	r = nth_rule(c, 1);
-	ok(r != NULL && r->from == FROM_SRC &&
-	    r->from_table == config_table(c, "mynets") &&
-	    r->for_ == FOR_DOMAIN && r->for_table == config_table(c, "domains")
-	    && r->for_domain == NULL && r->action == config_action(c, "virt"),
+	ok(r != NULL && cond_is(r, SLOT_FROM, C_FROM_SRC, 0,
+	    config_table(c, "mynets")) && cond_is(r, SLOT_FOR, C_FOR_DOMAIN,
+	    0, config_table(c, "domains")) &&
+	    r->action == config_action(c, "virt"),
 	    "basic: rule 2 src table, domain table");
 	r = nth_rule(c, 2);
-	ok(r != NULL && r->from == FROM_LOCAL && r->from_neg &&
-	    r->for_ == FOR_DOMAIN && str_eq(r->for_domain, "example.com") &&
-	    r->reject && r->action == NULL, "basic: rule 3 negated, reject");
+	ok(r != NULL && cond_is(r, SLOT_FROM, C_FROM_LOCAL, 1, NULL) &&
+	    cond_is(r, SLOT_FOR, C_FOR_DOMAIN, 0, NULL) &&
+	    literal_is(r, SLOT_FOR, "example.com") && r->reject &&
+	    r->action == NULL, "basic: rule 3 negated, reject");
 	r = nth_rule(c, 3);
-	ok(r != NULL && str_eq(r->tag, "SUBMIT") && !r->tag_neg &&
-	    r->from == FROM_ANY && r->for_neg && r->for_ == FOR_DOMAIN &&
+	ok(r != NULL && cond_is(r, SLOT_TAG, C_TAG, 0, NULL) &&
+	    literal_is(r, SLOT_TAG, "SUBMIT") &&
+	    cond_is(r, SLOT_FROM, C_FROM_ANY, 0, NULL) &&
+	    cond_is(r, SLOT_FOR, C_FOR_DOMAIN, 1, NULL) &&
 	    r->action == config_action(c, "later"),
 	    "basic: rule 4 tag, !for, forward action reference");
 	r = nth_rule(c, 4);
-	ok(r != NULL && r->from == FROM_LOCAL && r->for_ == FOR_ANY &&
+	ok(r != NULL && cond_is(r, SLOT_FROM, C_FROM_LOCAL, 0, NULL) &&
+	    cond_is(r, SLOT_FOR, C_FOR_ANY, 0, NULL) &&
 	    nth_rule(c, 5) == NULL, "basic: rule 5 omitted from is local; "
 	    "five rules in order");
 }
@@ -267,8 +290,9 @@ test_defaults(void)
 
 	c = load("good-defaults.conf", NULL, 0);
 	r = c ? nth_rule(c, 0) : NULL;
-	ok(r != NULL && r->from == FROM_LOCAL && r->for_ == FOR_LOCAL &&
-	    !r->from_neg && !r->for_neg, "defaults: omitted from/for are local");
+	ok(r != NULL && cond_is(r, SLOT_FROM, C_FROM_LOCAL, 0, NULL) &&
+	    cond_is(r, SLOT_FOR, C_FOR_LOCAL, 0, NULL),
+	    "defaults: omitted from/for are local");
 	config_free(c);
 }
 
@@ -353,7 +377,8 @@ test_include(void)
 	    "include: relative to the including file, file:line recorded");
 	r = nth_rule(c, 0);
 	ok(r != NULL && r->action == a &&
-	    r->for_table == config_table(c, "incdomains") && r->line == 2 &&
+	    r->conds[SLOT_FOR].table == config_table(c, "incdomains") &&
+	    r->line == 2 &&
 	    ends_with(r->file, "/good-include.conf"),
 	    "include: names from included files resolve");
 	ok(listener_is(nth_listener(c, 0), "127.0.0.1", 10025, NULL, NULL),
@@ -378,7 +403,7 @@ test_interface(void)
 		return;
 	TAILQ_FOREACH(l, &c->listeners, entry)
 		if (!ss_is_loopback(&l->ss) || port_of(l) != 2526 ||
-		    !str_eq(l->tag, "LO"))
+		    !str_eq(l->lc->tag, "LO"))
 			loopback = 0;
 	ok(loopback, "interface: every lo address, port and tag applied");
 	config_free(c);
@@ -419,16 +444,16 @@ test_errors(void)
 	bad("bad-port.conf", "bad-port.conf", 2,
 	    "invalid port \"70000\": expected a number from 1 to 65535");
 	bad("bad-action.conf", "bad-action.conf", 2,
-	    "unknown action \"lcoal\"");
-	bad("bad-table.conf", "bad-table.conf", 3, "unknown table \"nets\"");
+	    "undefined action \"lcoal\"");
+	bad("bad-table.conf", "bad-table.conf", 3, "undefined table \"nets\"");
 	bad("bad-quote.conf", "bad-quote.conf", 2,
 	    "unterminated quoted string");
 	bad("bad-include.conf", "bad-include.conf", 3,
 	    "cannot read include file \"%sdoes-not-exist.conf\": "
 	    "No such file or directory", PARSEDIR);
 	bad("bad-include-inner.conf", "inc/bad-syntax.conf", 2,
-	    "syntax error: expected an address, an interface or "
-	    "\"localhost\" after \"on\", got end of line");
+	    "syntax error: expected an interface, an address, a host name or "
+	    "\"socket\" after \"on\", got end of line");
 	bad("bad-recursive.conf", "bad-recursive.conf", 1,
 	    "include \"%sbad-recursive.conf\": nested too deeply (more than "
 	    "16 levels)", PARSEDIR);
@@ -436,12 +461,14 @@ test_errors(void)
 	bad("bad-size.conf", "bad-size.conf", 1, "invalid size \"35Q\": "
 	    "expected a positive number of bytes, optionally scaled with K, "
 	    "M or G");
-	bad("bad-method.conf", "bad-method.conf", 1, "action method \"relay\" "
-	    "is not available yet (only maildir is)");
+	bad("bad-method.conf", "bad-method.conf", 1, "syntax error: expected "
+	    "a delivery method (mbox, maildir, lmtp, mda, relay, expand-only "
+	    "or forward-only) after \"out\", got \"deliver\"");
 	bad("bad-dup-action.conf", "bad-dup-action.conf", 3, "action \"a\" is "
 	    "already defined at %sbad-dup-action.conf:1", PARSEDIR);
 	bad("bad-match.conf", "bad-match.conf", 2, "syntax error: expected "
-	    "\"action\" or \"reject\" after \"any\", got end of line");
+	    "a match option, \"action\" or \"reject\" after \"any\", got "
+	    "end of line");
 	bad("bad-continuation.conf", "bad-continuation.conf", 3,
 	    "unknown listen option \"tg\"");
 	bad("bad-dup-listen.conf", "bad-dup-listen.conf", 2, "listen on "
@@ -477,6 +504,7 @@ match(struct config *c, int local, const char *src, const char *tag,
 	struct sockaddr_in6	*sin6 = (struct sockaddr_in6 *)&ss;
 	struct match_ctx	 ctx;
 	const struct rule	*r;
+	int			 tempfail;
 
 	memset(&ss, 0, sizeof(ss));
 	memset(&ctx, 0, sizeof(ctx));
@@ -491,8 +519,8 @@ match(struct config *c, int local, const char *src, const char *tag,
 	ctx.tag = tag;
 	ctx.sender = "";
 	ctx.rcpt = rcpt;
-	if ((r = ruleset_match(c, &ctx)) == NULL)
-		return "none";
+	if ((r = ruleset_match(c, &ctx, &tempfail)) == NULL)
+		return tempfail ? "tempfail" : "none";
 	return r->reject ? "reject" : r->action->name;
 }
 
@@ -516,6 +544,10 @@ test_ruleset(void)
 {
 	struct config	*c = load("good-rules.conf", NULL, 0);
 
+	if (c != NULL && table_open_all(c) == -1) {
+		config_free(c);
+		c = NULL;
+	}
 	ok(c != NULL, "rules: config loads");
 	if (c == NULL) {
 		printf("# stderr: %s", errbuf);
