@@ -923,7 +923,13 @@ parse_table(struct parser *p)
 
 	if (cf_name(p, "a table name", &name) == -1)
 		return -1;
-	if ((old = config_table_find(p->conf, name)) != NULL) {
+	if ((old = config_table_find(p->conf, name)) != NULL && old->anon) {
+		/* An inline { } got this name first: it can take another. */
+		free(old->name);
+		xasprintf(&old->name, "anon-%u", ++p->nanon);
+		old = NULL;
+	}
+	if (old != NULL) {
 		cf_err(p, line, "table \"%s\" is already defined at %s:%d",
 		    name, old->file, old->line);
 		free(name);
@@ -980,6 +986,23 @@ cf_table_literal(struct parser *p, const char *value, int line)
 	return t;
 }
 
+/* { a, b } in a rule or option: a table with a name nobody declared. */
+static int
+table_inline(struct parser *p, struct table **slot)
+{
+	struct table	*t;
+	char		*name = NULL;
+
+	do {
+		free(name);
+		xasprintf(&name, "anon-%u", ++p->nanon);
+	} while (config_table_find(p->conf, name) != NULL);
+	t = table_new(p, name, cf_line(p));
+	t->anon = 1;
+	*slot = t;
+	return table_body(p, t);
+}
+
 int
 cf_table_arg(struct parser *p, const char *what, struct table **slot)
 {
@@ -989,6 +1012,8 @@ cf_table_arg(struct parser *p, const char *what, struct table **slot)
 		return cf_twice(p, cf_last(p));
 	if (cf_peek(p, 0)->type == T_LT)
 		return cf_table_ref(p, slot);
+	if (cf_peek(p, 0)->type == T_LBRACE)
+		return table_inline(p, slot);
 	if (cf_word(p, what, &value) == -1)
 		return -1;
 	*slot = cf_table_literal(p, value, cf_line(p));
@@ -2328,6 +2353,7 @@ parser_free(struct parser *p)
 	for (i = 0; i < p->nlegacy_files; i++)
 		free(p->legacy_files[i]);
 	free(p->legacy_files);
+	free(p->legacy_local);
 }
 
 struct config *
@@ -2346,6 +2372,8 @@ config_load(const char *path, const struct macro *macros, size_t nmacros)
 		rc = resolve_refs(&p);
 	if (rc == 0)
 		rc = check_pkis(&p);
+	if (rc == 0)
+		cf_legacy_finish(&p);
 	if (rc == 0)
 		rc = cf_check_rules(&p);
 	parser_free(&p);

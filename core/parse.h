@@ -65,6 +65,9 @@ struct parser {
 	char		**legacy_files;
 	size_t		 nlegacy_files;
 	unsigned int	 nlegacy_actions;
+	/* Old `from local` rules: they also took authenticated clients. */
+	struct rule	**legacy_local;
+	size_t		 nlegacy_local;
 };
 
 /* parse.c: tokens */
@@ -132,6 +135,7 @@ int	 parse_legacy_accept(struct parser *, int reject);
 int	 parse_legacy_expire(struct parser *);
 int	 parse_legacy_limit(struct parser *);
 int	 parse_legacy_bounce_warn(struct parser *);
+void	 cf_legacy_finish(struct parser *);
 
 /* config.c */
 struct config *config_new(void);

@@ -296,6 +296,43 @@ legacy_action(struct parser *p, struct rule *r, struct pending *pd,
 	return cf_eol(p);
 }
 
+static void
+remember_local(struct parser *p, struct rule *r)
+{
+	if (r->conds[SLOT_FROM].kind != C_FROM_LOCAL ||
+	    r->conds[SLOT_FROM].neg)
+		return;
+	p->legacy_local = xreallocarray(p->legacy_local,
+	    p->nlegacy_local + 1, sizeof(*p->legacy_local));
+	p->legacy_local[p->nlegacy_local++] = r;
+}
+
+/*
+ * Before 6.4, a client that authenticated counted as local, so `accept
+ * from local ... relay` let it relay.  Today that is `from auth`: when a
+ * listener offers AUTH, each such rule gets a twin right after it.
+ */
+void
+cf_legacy_finish(struct parser *p)
+{
+	const struct listen_conf	*lc;
+	struct rule			*r, *twin;
+	size_t				 i;
+
+	TAILQ_FOREACH(lc, &p->conf->listen_confs, entry)
+		if (lc->flags & (LO_AUTH | LO_AUTH_OPTIONAL))
+			break;
+	for (i = 0; lc != NULL && i < p->nlegacy_local; i++) {
+		r = p->legacy_local[i];
+		twin = xcalloc(1, sizeof(*twin));
+		*twin = *r;
+		twin->file = xstrdup(r->file);
+		memset(&twin->conds[SLOT_FROM], 0, sizeof(twin->conds[0]));
+		twin->conds[SLOT_FROM].kind = C_FROM_AUTH;
+		TAILQ_INSERT_AFTER(&p->conf->rules, r, twin, entry);
+	}
+}
+
 int
 parse_legacy_accept(struct parser *p, int reject)
 {
@@ -328,6 +365,8 @@ parse_legacy_accept(struct parser *p, int reject)
 		    strcmp(kw, "forward-only") == 0)) {
 			rc = legacy_action(p, r, &pd, kw, mark);
 			free(kw);
+			if (rc == 0)
+				remember_local(p, r);
 			return rc;
 		}
 		if (strcmp(kw, "from") == 0)
