@@ -2168,7 +2168,8 @@ slurp(const char *path, char **bufp, size_t *lenp)
 	ssize_t		 n;
 	int		 fd, saved;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)) == -1)
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK |
+	    O_NOCTTY)) == -1)
 		return -1;
 	if (fstat(fd, &st) == -1)
 		goto fail;
