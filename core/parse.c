@@ -529,8 +529,8 @@ cf_is_eol(const struct token *t)
 	return t->type == T_NL || t->type == T_EOF;
 }
 
-static int
-in_list(const char *s, const char *const *list, size_t n)
+int
+cf_in_list(const char *s, const char *const *list, size_t n)
 {
 	size_t	 i;
 
@@ -540,12 +540,10 @@ in_list(const char *s, const char *const *list, size_t n)
 	return 0;
 }
 
-#define IN_LIST(s, a)	in_list((s), (a), sizeof(a) / sizeof((a)[0]))
-
 int
 cf_is_reserved(const char *s)
 {
-	return IN_LIST(s, reserved);
+	return CF_IN_LIST(s, reserved);
 }
 
 int
@@ -1135,8 +1133,8 @@ parse_ca(struct parser *p)
 }
 
 /* user U, group G, chroot D after a proc or proc-exec command. */
-static int
-proc_params(struct parser *p, char **user, char **group, char **chroot)
+int
+cf_proc_params(struct parser *p, char **user, char **group, char **chroot)
 {
 	const struct token	*t;
 	int			 rc = 0;
@@ -1156,12 +1154,6 @@ proc_params(struct parser *p, char **user, char **group, char **chroot)
 			    "\"chroot\" or end of line");
 	}
 	return rc;
-}
-
-int
-cf_proc_params(struct parser *p, char **user, char **group, char **chroot)
-{
-	return proc_params(p, user, group, chroot);
 }
 
 static int
@@ -1186,7 +1178,7 @@ parse_proc(struct parser *p)
 	TAILQ_INSERT_TAIL(&p->conf->procs, pr, entry);
 	if (cf_word(p, "a command", &pr->command) == -1)
 		return -1;
-	if (proc_params(p, &pr->user, &pr->group, &pr->chroot) == -1)
+	if (cf_proc_params(p, &pr->user, &pr->group, &pr->chroot) == -1)
 		return -1;
 	return cf_eol(p);
 }
@@ -1343,8 +1335,8 @@ parse_srs(struct parser *p)
 }
 
 /* bounce warn-interval D [, D ...] (at most 4) */
-static int
-warn_intervals(struct parser *p)
+int
+cf_warn_intervals(struct parser *p)
 {
 	struct config	*c = p->conf;
 
@@ -1363,12 +1355,6 @@ warn_intervals(struct parser *p)
 	}
 }
 
-int
-cf_warn_intervals(struct parser *p)
-{
-	return warn_intervals(p);
-}
-
 static int
 parse_bounce(struct parser *p)
 {
@@ -1377,7 +1363,7 @@ parse_bounce(struct parser *p)
 	if (!cf_is_kw(t, "warn-interval"))
 		return cf_unexpected(p, t, "\"warn-interval\"");
 	cf_take(p);
-	if (warn_intervals(p) == -1)
+	if (cf_warn_intervals(p) == -1)
 		return -1;
 	return cf_eol(p);
 }

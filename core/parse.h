@@ -76,6 +76,8 @@ const struct token *cf_take(struct parser *);
 int	 cf_is_kw(const struct token *, const char *kw);
 int	 cf_is_eol(const struct token *);
 int	 cf_is_reserved(const char *);
+int	 cf_in_list(const char *, const char *const *list, size_t n);
+#define CF_IN_LIST(s, a)	cf_in_list((s), (a), sizeof(a) / sizeof((a)[0]))
 int	 cf_line(const struct parser *);	/* line of the last token */
 const char *cf_last(const struct parser *);	/* text of the last token */
 
@@ -126,6 +128,7 @@ int	 parse_filter(struct parser *);
 int	 cf_action_option(struct parser *, struct action *, const char *opt,
 	    int *handled);
 int	 cf_action_check(struct parser *, struct action *);
+int	 cf_method_args(struct parser *, struct action *, const char *stop);
 struct action *cf_action_new(struct parser *, char *name, int line);
 struct rule *cf_rule_new(struct parser *, int line);
 int	 cf_check_rules(struct parser *);

@@ -130,26 +130,7 @@ legacy_deliver(struct parser *p, struct action *a)
 		return cf_unexpected(p, t, "\"mbox\", \"maildir\", \"lmtp\" or "
 		    "\"mda\"");
 	cf_take(p);
-	t = cf_peek(p, 0);
-	switch (a->method) {
-	case A_MAILDIR:
-		if (t->type == T_WORD && (t->quoted ||
-		    !cf_is_kw(t, "expire")) && !cf_is_eol(t))
-			return cf_word(p, "a maildir path", &a->path);
-		return 0;
-	case A_LMTP:
-		if (cf_word(p, "host:port or /socket", &a->lmtp_dest) == -1)
-			return -1;
-		if (cf_is_kw(cf_peek(p, 0), "rcpt-to")) {
-			cf_take(p);
-			a->lmtp_rcpt_to = 1;
-		}
-		return 0;
-	case A_MDA:
-		return cf_word(p, "a command", &a->mda_cmd);
-	default:
-		return 0;
-	}
+	return cf_method_args(p, a, "expire");
 }
 
 /* backup [MX]: the old grammar named the mail exchanger directly. */
@@ -161,17 +142,13 @@ legacy_backup(struct parser *p, struct action *a)
 		"helo", "pki", "ca", "expire",
 	};
 	const struct token	*t;
-	size_t			 i;
 
 	if (a->backup)
 		return cf_twice(p, "backup");
 	a->backup = 1;
 	t = cf_peek(p, 0);
-	if (t->type != T_WORD)
+	if (t->type != T_WORD || (!t->quoted && CF_IN_LIST(t->text, words)))
 		return 0;
-	for (i = 0; !t->quoted && i < sizeof(words) / sizeof(*words); i++)
-		if (strcmp(t->text, words[i]) == 0)
-			return 0;
 	return cf_word(p, "a mail exchanger name", &a->backup_mx);
 }
 

@@ -39,12 +39,18 @@ is_value(const struct token *t)
 	return t->type == T_WORD && (t->quoted || !cf_is_reserved(t->text));
 }
 
-static int
-method_args(struct parser *p, struct action *a)
+/*
+ * The arguments of a local method.  stop: a bare word that ends the
+ * arguments although it is not reserved (the old grammar's "expire").
+ */
+int
+cf_method_args(struct parser *p, struct action *a, const char *stop)
 {
+	const struct token	*t = cf_peek(p, 0);
+
 	switch (a->method) {
 	case A_MAILDIR:
-		if (is_value(cf_peek(p, 0)) &&
+		if (is_value(t) && (stop == NULL || !cf_is_kw(t, stop)) &&
 		    cf_word(p, "a maildir path", &a->path) == -1)
 			return -1;
 		if (cf_is_kw(cf_peek(p, 0), "junk")) {
@@ -174,17 +180,6 @@ static const char *const relay_opts[] = {
 	"mail-from", "src", "pki", "ca", "srs", "protocols", "ciphers",
 };
 
-static int
-opt_in(const char *opt, const char *const *list, size_t n)
-{
-	size_t	 i;
-
-	for (i = 0; i < n; i++)
-		if (strcmp(opt, list[i]) == 0)
-			return 1;
-	return 0;
-}
-
 /*
  * One option after the method; *handled is 0 when opt is not an action
  * option at all (the legacy reader has its own words after an action).
@@ -201,14 +196,14 @@ cf_action_option(struct parser *p, struct action *a, const char *opt,
 			return cf_twice(p, opt);
 		return cf_duration(p, "ttl", &a->ttl);
 	}
-	if (opt_in(opt, local_opts, 5)) {
+	if (CF_IN_LIST(opt, local_opts)) {
 		if (relay)
 			return cf_err(p, cf_line(p), "action \"%s\": option "
 			    "\"%s\" is for local delivery, not relay",
 			    a->name, opt);
 		return local_option(p, a, opt);
 	}
-	if (opt_in(opt, relay_opts, sizeof(relay_opts) / sizeof(*relay_opts))) {
+	if (CF_IN_LIST(opt, relay_opts)) {
 		if (!relay)
 			return cf_err(p, cf_line(p), "action \"%s\": option "
 			    "\"%s\" is for relay, not %s", a->name, opt,
@@ -335,7 +330,7 @@ parse_action(struct parser *p)
 		    "lmtp, mda, relay, expand-only or forward-only)");
 	cf_take(p);
 	a->method = m;
-	if (method_args(p, a) == -1 || action_options(p, a) == -1)
+	if (cf_method_args(p, a, NULL) == -1 || action_options(p, a) == -1)
 		return -1;
 	return cf_eol(p);
 }
@@ -482,12 +477,6 @@ cf_rule_new(struct parser *p, int line)
 	r->line = line;
 	TAILQ_INSERT_TAIL(&p->conf->rules, r, entry);
 	return r;
-}
-
-int
-cf_rule_cond(struct parser *p, struct rule *r, const char *kw, int neg)
-{
-	return rule_cond(p, r, kw, neg);
 }
 
 int

@@ -11,71 +11,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "smtpd.h"
+#include "parse.h"
 #include "tap.h"
 
 #define TABLEDIR	TOP_SRCDIR "/tests/unit/table/"
 #define CONF		"smtpd.conf"
 
-/* Exported by table.c for the parser; not yet declared in smtpd.h. */
-
 static char	 errbuf[4096];
-
-static struct config *
-conf_new(void)
-{
-	struct config	*conf = xcalloc(1, sizeof(*conf));
-
-	conf->subaddr_delim = DEFAULT_SUBADDR_DELIM;
-	TAILQ_INIT(&conf->tables);
-	TAILQ_INIT(&conf->pkis);
-	TAILQ_INIT(&conf->cas);
-	TAILQ_INIT(&conf->listen_confs);
-	TAILQ_INIT(&conf->listeners);
-	TAILQ_INIT(&conf->actions);
-	TAILQ_INIT(&conf->rules);
-	TAILQ_INIT(&conf->filters);
-	TAILQ_INIT(&conf->procs);
-	TAILQ_INIT(&conf->wrappers);
-	return conf;
-}
-
-/* Everything conf_new and the mk_* helpers allocate, tables closed first. */
-static void
-conf_free(struct config *conf)
-{
-	struct table	*t;
-	struct rule	*r;
-	struct action	*a;
-	size_t		 i;
-
-	while ((t = TAILQ_FIRST(&conf->tables)) != NULL) {
-		TAILQ_REMOVE(&conf->tables, t, entry);
-		table_close(t);
-		for (i = 0; i < t->nentries; i++) {
-			free(t->entries[i].key);
-			free(t->entries[i].value);
-		}
-		free(t->entries);
-		free(t->name);
-		free(t->type);
-		free(t->config);
-		free(t->file);
-		free(t);
-	}
-	while ((r = TAILQ_FIRST(&conf->rules)) != NULL) {
-		TAILQ_REMOVE(&conf->rules, r, entry);
-		free(r->file);
-		free(r);
-	}
-	while ((a = TAILQ_FIRST(&conf->actions)) != NULL) {
-		TAILQ_REMOVE(&conf->actions, a, entry);
-		free(a->name);
-		free(a->file);
-		free(a);
-	}
-	free(conf);
-}
 
 /*
  * A table as the parser leaves it.  kv holds keys for a list, key/value
@@ -220,7 +162,7 @@ test_domain(void)
 	const char	*kv[] = { "example.org", "*.Example.NET", "mx*.test",
 	    NULL };
 	const char	*star[] = { "*", NULL };
-	struct config	*conf = conf_new();
+	struct config	*conf = config_new();
 	struct table	*t, *s;
 
 	t = mk_table(conf, "domains", NULL, NULL, TABLE_LIST, kv, 1);
@@ -251,14 +193,14 @@ test_domain(void)
 	ok(table_match(s, K_DOMAIN, "anything.at.all") == 1 &&
 	    table_match(s, K_DOMAIN, "") == 0,
 	    "\"*\" matches any name but the empty one");
-	conf_free(conf);
+	config_free(conf);
 }
 
 static void
 test_string(void)
 {
 	const char	*kv[] = { "Tag1", "other", NULL };
-	struct config	*conf = conf_new();
+	struct config	*conf = config_new();
 	struct table	*t;
 
 	t = mk_table(conf, "tags", NULL, NULL, TABLE_LIST, kv, 1);
@@ -271,7 +213,7 @@ test_string(void)
 	    table_match(t, K_STRING, "*") == 0, "strings match whole");
 	ok(table_match(t, K_CREDENTIALS, "other") == 1,
 	    "other services compare whole keys too");
-	conf_free(conf);
+	config_free(conf);
 }
 
 static void
@@ -282,7 +224,7 @@ test_mailaddr(void)
 	const char	*tagged[] = { "bob+tag@example.com", "alice@example.com",
 	    NULL };
 	const char	*all[] = { "@", NULL };
-	struct config	*conf = conf_new();
+	struct config	*conf = config_new();
 	struct table	*t, *tt, *ta;
 
 	t = mk_table(conf, "addrs", NULL, NULL, TABLE_LIST, kv, 1);
@@ -318,16 +260,16 @@ test_mailaddr(void)
 	    "an entry without a tag matches tagged keys");
 	ok(table_match(ta, K_MAILADDR, "anyone@anywhere") == 1 &&
 	    table_match(ta, K_MAILADDR, "") == 1, "\"@\" matches everything");
-	conf_free(conf);
+	config_free(conf);
 
-	conf = conf_new();
+	conf = config_new();
 	conf->subaddr_delim = '-';
 	tt = mk_table(conf, "tagged", NULL, NULL, TABLE_LIST, tagged, 2);
 	ok(table_open_all(conf) == 0 &&
 	    table_match(tt, K_MAILADDR, "alice-x@example.com") == 1 &&
 	    table_match(tt, K_MAILADDR, "alice+x@example.com") == 0,
 	    "the configured sub-address delimiter is used");
-	conf_free(conf);
+	config_free(conf);
 }
 
 static void
@@ -338,7 +280,7 @@ test_netaddr(void)
 	const char	*any4[] = { "0.0.0.0/0", NULL };
 	const char	*any6[] = { "::/0", NULL };
 	const char	*host6[] = { "2001:db8::1/128", NULL };
-	struct config	*conf = conf_new();
+	struct config	*conf = config_new();
 	struct table	*t, *a4, *a6, *h6;
 
 	t = mk_table(conf, "nets", NULL, NULL, TABLE_LIST, kv, 1);
@@ -409,14 +351,14 @@ test_netaddr(void)
 	    !table_check_entry(K_SOURCE, "192.0.2.0/24") &&
 	    !table_check_entry(K_SOURCE, "10"),
 	    "relay src entries are plain addresses");
-	conf_free(conf);
+	config_free(conf);
 
-	conf = conf_new();
+	conf = config_new();
 	mk_rule(conf, SLOT_FROM, C_FROM_SRC, 0, mk_anon(conf, "10.0.0.0/33", 7),
 	    7);
 	open_fails(conf, CONF ":7: \"10.0.0.0/33\" is not an IP address or "
 	    "CIDR network", "a bad network literal in from src fails at open");
-	conf_free(conf);
+	config_free(conf);
 }
 
 static void
@@ -424,7 +366,7 @@ test_regex(void)
 {
 	const char	*kv[] = { "^mx[0-9]+\\.example\\.org$", "(?i)^SPAM",
 	    "\\.BAD$", "^\\S+@host$", NULL };
-	struct config	*conf = conf_new();
+	struct config	*conf = config_new();
 	struct table	*t, *lazy;
 
 	t = mk_table(conf, "rx", NULL, NULL, TABLE_LIST, kv, 1);
@@ -455,17 +397,17 @@ test_regex(void)
 	    !table_check_entry(K_REGEX, "a(b") &&
 	    !table_check_entry(K_REGEX, "[z-a]"),
 	    "table_check_entry compiles regexes");
-	conf_free(conf);
+	config_free(conf);
 
-	conf = conf_new();
+	conf = config_new();
 	mk_rule(conf, SLOT_HELO, C_HELO, 1, mk_anon(conf, "a(b", 12), 12);
 	ok(open_capture(conf) == -1 &&
 	    strncmp(errbuf, CONF ":12: invalid regex \"a(b\": ", 27) == 0 &&
 	    strchr(errbuf, '\n') == errbuf + strlen(errbuf) - 1,
 	    "a bad regex literal fails at open, one line");
-	conf_free(conf);
+	config_free(conf);
 
-	conf = conf_new();
+	conf = config_new();
 	mk_rule(conf, SLOT_FOR, C_FOR_DOMAIN, 1, mk_file(conf, "rx", "bad-regex.txt",
 	    3), 20);
 	ok(open_capture(conf) == -1 &&
@@ -476,7 +418,7 @@ test_regex(void)
 	    "a bad regex in a file names the file and line");
 	ok(TAILQ_FIRST(&conf->tables)->backend == NULL,
 	    "the failed table is not left open");
-	conf_free(conf);
+	config_free(conf);
 }
 
 static void
@@ -485,7 +427,7 @@ test_static_map(void)
 	const char	*kv[] = { "Root", "admin, bob@example.org",
 	    "postmaster", "root", "joe", "1000:100:/home/joe", NULL };
 	const char	*list[] = { "a", NULL };
-	struct config	*conf = conf_new();
+	struct config	*conf = config_new();
 	struct table	*t, *l;
 	char		 small[8];
 
@@ -505,13 +447,13 @@ test_static_map(void)
 	    table_match(t, K_ALIAS, "admin") == 0, "maps match on keys");
 	ok(table_lookup(l, K_ALIAS, "a", small, sizeof(small)) == -1,
 	    "a list cannot answer a lookup");
-	conf_free(conf);
+	config_free(conf);
 }
 
 static void
 test_file(void)
 {
-	struct config	*conf = conf_new();
+	struct config	*conf = config_new();
 	struct table	*al, *dom, *mark, *empty, *net, *rx;
 	char		 buf[256];
 
@@ -568,7 +510,7 @@ test_file(void)
 	    table_match(rx, K_REGEX, "x.bad") == 1 &&
 	    table_match(rx, K_REGEX, "mx3.example.org.x") == 0,
 	    "file regex list");
-	conf_free(conf);
+	config_free(conf);
 }
 
 static void
@@ -576,42 +518,42 @@ test_errors(void)
 {
 	struct config	*conf;
 
-	conf = conf_new();
+	conf = config_new();
 	mk_file(conf, "broken", "bad-map.txt", 4);
 	open_fails(conf, CONF ":4: table broken: " TABLEDIR "bad-map.txt:4: "
 	    "key \"bob\" has no value in a map",
 	    "a map line without value: one exact line");
 	ok(TAILQ_FIRST(&conf->tables)->backend == NULL,
 	    "the malformed table is not loaded");
-	conf_free(conf);
+	config_free(conf);
 
-	conf = conf_new();
+	conf = config_new();
 	mk_file(conf, "br", "bad-bracket.txt", 5);
 	open_fails(conf, CONF ":5: table br: " TABLEDIR "bad-bracket.txt:2: "
 	    "no ']' closes \"[::1 localhost\"", "an unclosed '[' key");
-	conf_free(conf);
+	config_free(conf);
 
-	conf = conf_new();
+	conf = config_new();
 	mk_rule(conf, SLOT_FROM, C_FROM_SRC, 0, mk_file(conf, "nets",
 	    "bad-netaddr.txt", 6), 30);
 	open_fails(conf, CONF ":6: table nets: " TABLEDIR "bad-netaddr.txt:2: "
 	    "\"10.0.0.0/33\" is not an IP address or CIDR network",
 	    "a bad network in a from src file");
-	conf_free(conf);
+	config_free(conf);
 
-	conf = conf_new();
+	conf = config_new();
 	mk_file(conf, "gone", "no-such-file.txt", 7);
 	open_fails(conf, CONF ":7: table gone: " TABLEDIR "no-such-file.txt: "
 	    "No such file or directory", "a missing file");
-	conf_free(conf);
+	config_free(conf);
 
-	conf = conf_new();
+	conf = config_new();
 	mk_table(conf, "rel", "file", "relative/path", TABLE_LIST, NULL, 8);
 	open_fails(conf, CONF ":8: table rel: \"relative/path\" is not an "
 	    "absolute path", "a relative path");
-	conf_free(conf);
+	config_free(conf);
 
-	conf = conf_new();
+	conf = config_new();
 	mk_table(conf, "ok", NULL, NULL, TABLE_LIST, (const char *[]){ "a",
 	    NULL }, 1);
 	mk_table(conf, "users", "db", "/etc/mail/users.db", TABLE_MAP, NULL,
@@ -622,42 +564,42 @@ test_errors(void)
 	    "tables opened before the failure are closed again");
 	ok(table_match(TAILQ_LAST(&conf->tables, tablelist), K_STRING, "x")
 	    == -1, "an unopened table answers -1, no crash");
-	conf_free(conf);
+	config_free(conf);
 
-	conf = conf_new();
+	conf = config_new();
 	mk_table(conf, "p", "proc", "/usr/libexec/table-x", TABLE_LIST, NULL,
 	    10);
 	open_fails(conf, CONF ":10: table p: backend \"proc\" is not "
 	    "available yet", "backend proc is refused");
-	conf_free(conf);
+	config_free(conf);
 
-	conf = conf_new();
+	conf = config_new();
 	mk_action(conf, mk_file(conf, "doms", "domains.txt", 11), 40);
 	open_fails(conf, CONF ":40: table doms cannot serve \"alias\": it "
 	    "is a list, not a map", "a list file used as aliases");
-	conf_free(conf);
+	config_free(conf);
 
-	conf = conf_new();
+	conf = config_new();
 	mk_rule(conf, SLOT_FOR, C_FOR_DOMAIN, 0, mk_file(conf, "e", "empty.txt",
 	    12), 41);
 	open_fails(conf, CONF ":41: table e cannot serve \"for domain\": "
 	    "it is a map, not a list",
 	    "an empty file is a map, refused for domains as in OpenSMTPD");
-	conf_free(conf);
+	config_free(conf);
 
-	conf = conf_new();
+	conf = config_new();
 	mk_action(conf, mk_anon(conf, "root", 42), 42);
 	open_fails(conf, CONF ":42: \"root\" cannot serve \"alias\": a "
 	    "table of key/value pairs is needed",
 	    "a literal where a map is needed");
-	conf_free(conf);
+	config_free(conf);
 }
 
 static void
 test_long_keys(void)
 {
 	const char	*kv[] = { "short", NULL };
-	struct config	*conf = conf_new();
+	struct config	*conf = config_new();
 	struct table	*t;
 	char		 key[1100];
 
@@ -669,14 +611,14 @@ test_long_keys(void)
 	fflush(stderr);
 	ok(table_match(t, K_STRING, key) == -1,
 	    "an overlong key is a temporary failure");
-	conf_free(conf);
+	config_free(conf);
 
-	conf = conf_new();
+	conf = config_new();
 	kv[0] = key;
 	mk_table(conf, "long", NULL, NULL, TABLE_LIST, kv, 2);
 	ok(open_capture(conf) == -1 && strstr(errbuf, CONF ":2: table long: "
 	    "key \"aaaa") == errbuf, "an overlong entry fails at open");
-	conf_free(conf);
+	config_free(conf);
 }
 
 int
