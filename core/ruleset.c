@@ -16,46 +16,6 @@
 
 #include "smtpd.h"
 
-/* An address or a network in a fixed, comparable form. */
-struct netaddr {
-	int	 af;
-	uint8_t	 addr[16];
-	int	 bits;			/* prefix length */
-};
-
-static int
-netaddr_parse(const char *s, struct netaddr *n)
-{
-	char	 buf[INET6_ADDRSTRLEN + 5];	/* + "/128" */
-	char	*slash, *end;
-	long	 bits;
-	int	 max;
-
-	if (msd_strlcpy(buf, s, sizeof(buf)) >= sizeof(buf))
-		return -1;
-	if ((slash = strchr(buf, '/')) != NULL)
-		*slash++ = '\0';
-	memset(n, 0, sizeof(*n));
-	if (inet_pton(AF_INET, buf, n->addr) == 1) {
-		n->af = AF_INET;
-		max = 32;
-	} else if (inet_pton(AF_INET6, buf, n->addr) == 1) {
-		n->af = AF_INET6;
-		max = 128;
-	} else
-		return -1;
-	n->bits = max;
-	if (slash == NULL)
-		return 0;
-	if (*slash < '0' || *slash > '9')
-		return -1;
-	bits = strtol(slash, &end, 10);
-	if (*end != '\0' || bits > max)
-		return -1;
-	n->bits = bits;
-	return 0;
-}
-
 /* The client address; an IPv4-mapped IPv6 address counts as IPv4. */
 static int
 netaddr_from_ss(const struct sockaddr_storage *ss, struct netaddr *n)
@@ -141,7 +101,9 @@ literal_is_local(const char *domain)
 		return 0;
 	memcpy(buf, s, len - 1);
 	buf[len - 1] = '\0';
-	if (strchr(buf, '/') != NULL || netaddr_parse(buf, &n) == -1)
+	/* One whole address: no network, no short IPv4 form like 127.1. */
+	if (strchr(buf, '/') != NULL || netaddr_parse(buf, &n) == -1 ||
+	    n.bits != (n.af == AF_INET ? 32 : 128))
 		return 0;
 	return netaddr_is_ours(&n);
 }

@@ -465,6 +465,17 @@ const struct rule *ruleset_match(const struct config *,
 int		 domain_is_local(const struct config *, const char *domain);
 
 /* table.c: the table layer. */
+/* An address or a network in a fixed, comparable form. */
+struct netaddr {
+	int	 af;
+	uint8_t	 addr[16];
+	int	 bits;			/* prefix length */
+};
+/*
+ * "192.0.2.1", "10/8", "2001:db8::/32", "[IPv6:::1]" as OpenSMTPD's
+ * netaddr tables read them; -1 when s is none of these.
+ */
+int		 netaddr_parse(const char *s, struct netaddr *);
 /* Opens every table's backend (file tables are read here); -1 on error
  * after printing "file:line: ..." for the first bad entry. */
 int		 table_open_all(struct config *);

@@ -66,13 +66,6 @@ static char	 table_subaddr_delim = DEFAULT_SUBADDR_DELIM;
 
 /* ------------------------------------------------------------- netaddr */
 
-/* An address or a network in a fixed, comparable form. */
-struct netaddr {
-	int	 af;
-	uint8_t	 addr[16];
-	int	 bits;			/* prefix length */
-};
-
 /* "/N" after an address: 1 to 3 digits, at most max; -1 otherwise. */
 static int
 prefix_parse(const char *s, int max)
@@ -158,7 +151,7 @@ netaddr_parse_v6(const char *s, struct netaddr *n)
  * An entry of a netaddr table or a client address: IPv4 as above, or IPv6
  * written bare, after "IPv6:", or in brackets ("[IPv6:2001:db8::1]").
  */
-static int
+int
 netaddr_parse(const char *s, struct netaddr *n)
 {
 	char	 buf[INET6_ADDRSTRLEN + 16];
