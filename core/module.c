@@ -44,14 +44,17 @@
 static const size_t desc_baseline[] = {
 	offsetof(struct msd_module, description),	/* 1.0 */
 	sizeof(struct msd_module),			/* 1.1 */
+	sizeof(struct msd_module),			/* 1.2 */
 };
 static const size_t queue_baseline[] = {
 	offsetof(struct msd_queue_ops, flush),		/* 1.0 */
 	sizeof(struct msd_queue_ops),			/* 1.1 */
+	sizeof(struct msd_queue_ops),			/* 1.2 */
 };
 static const size_t mda_baseline[] = {
 	sizeof(struct msd_mda_ops),			/* 1.0 */
 	sizeof(struct msd_mda_ops),			/* 1.1 */
+	sizeof(struct msd_mda_ops),			/* 1.2 */
 };
 _Static_assert(NITEMS(desc_baseline) == MSD_ABI_MINOR + 1,
     "add the new minor's msd_module size to desc_baseline");
@@ -410,6 +413,8 @@ host_env_get(const msd_envelope *me, uint32_t field)
 		return me->mda_arg ? me->mda_arg : "";
 	case MSD_ENV_MDA_JUNK:
 		return me->junk ? "1" : "0";
+	case MSD_ENV_MDA_RCPT:
+		return me->mda_rcpt ? me->mda_rcpt : "";
 	}
 	if (me->ev == NULL)
 		return NULL;

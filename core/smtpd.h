@@ -489,6 +489,35 @@ const char	*table_service_name(enum table_service);
 /* 1 if entry is valid for the service (a CIDR network, a regex...). */
 int		 table_check_entry(enum table_service, const char *entry);
 
+/*
+ * bounce.c: RFC 3464 delivery status notifications.  bounce_write() writes
+ * the whole notification (headers, human-readable part, the
+ * message/delivery-status part, then the original message or its headers)
+ * to out, with LF line ends as the spool keeps them.
+ */
+struct bounce_rcpt {
+	const char	*rcpt;		/* original recipient (RCPT TO / ORCPT) */
+	const char	*dest;		/* final recipient after expansion */
+	const char	*status;	/* enhanced status code, "5.1.1" */
+	const char	*diag;		/* "550 5.1.1 user unknown", or text */
+	int		 permanent;	/* 1: Action failed, 0: delayed */
+};
+
+struct bounce_info {
+	const char	*hostname;	/* the reporting MTA */
+	const char	*sender;	/* original MAIL FROM: the bounce goes there */
+	uint32_t	 msgid;		/* the original message */
+	int64_t		 arrival;	/* when it was queued */
+	const char	*src;		/* client address text, may be "" */
+	const char	*helo;		/* client HELO name, may be "" */
+	const char	*envid;		/* DSN ENVID, NULL when none */
+	int		 headers_only;	/* DSN RET=HDRS */
+};
+
+/* 0, or -1 with errno set (write error, unreadable message). */
+int	 bounce_write(FILE *out, const struct bounce_info *,
+	    const struct bounce_rcpt *, size_t nrcpt, int msgfd, time_t now);
+
 /* expand.c: format specifiers of smtpd.conf(5) ("%{rcpt.domain[0:-4]}"). */
 struct expand_ctx {
 	const char	*sender;	/* "" for <> */
@@ -686,6 +715,7 @@ struct msd_envelope {
 	const char		*user;
 	const char		*homedir;
 	const char		*mda_arg;
+	const char		*mda_rcpt;	/* lmtp RCPT TO */
 	int			 junk;
 	char			 idbuf[24];
 	char			 msgidbuf[12];

@@ -77,6 +77,7 @@ extern "C" {
 #define MSD_ENV_HOSTNAME	11	/* this server's name */
 #define MSD_ENV_MSGID		12	/* message id, 8 hex digits */
 #define MSD_ENV_CREATION	13	/* 1.1: queued at, decimal Unix time */
+#define MSD_ENV_MDA_RCPT	14	/* 1.2: lmtp: the address for RCPT TO */
 
 typedef struct msd_timer	msd_timer;
 typedef struct msd_io		msd_io;

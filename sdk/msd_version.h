@@ -13,12 +13,13 @@
  *   1.1  2026-11-22  msd_module.description; msd_host.query for named
  *                    extension interfaces; msd_queue_ops.flush (group commit);
  *                    envelope field MSD_ENV_CREATION.
+ *   1.2  2026-11-22  envelope field MSD_ENV_MDA_RCPT (the LMTP RCPT TO).
  */
 #ifndef MSD_VERSION_H
 #define MSD_VERSION_H
 
 #define MSD_ABI_MAJOR	1
-#define MSD_ABI_MINOR	1
+#define MSD_ABI_MINOR	2
 
 /*
  * A module may be compiled for an older minor by defining MSD_ABI_TARGET_MINOR
