@@ -780,6 +780,12 @@ void	mda_worker_run(struct module *, const struct passwd *,
 	    const gid_t *groups, int ngroups, int workfd, int resfd)
 	    __attribute__((noreturn));
 
+/*
+ * offline.c: the parent re-submits, once the daemon is up, what sendmail
+ * wrote to <spool>/offline while it was down (as each file's owner).
+ */
+void	 offline_enqueue(void);
+
 /* control.c: the control socket, bound by the parent. */
 int	control_socket_bind(void);
 extern int control_fd;
