@@ -197,26 +197,11 @@ static void
 unavailable_action(struct unavail *u, const struct action *a)
 {
 	static const char *const methods[A_NMETHODS] = {
-		[A_MBOX] = "delivery method \"mbox\"",
-		[A_LMTP] = "delivery method \"lmtp\"",
-		[A_MDA] = "delivery method \"mda\"",
 		[A_RELAY] = "delivery method \"relay\"",
-		[A_EXPAND_ONLY] = "delivery method \"expand-only\"",
-		[A_FORWARD_ONLY] = "delivery method \"forward-only\"",
 	};
 
 	if (methods[a->method] != NULL)
 		unavailable(u, a->file, a->line, methods[a->method]);
-	if (a->alias != NULL)
-		unavailable(u, a->file, a->line, "alias expansion");
-	if (a->virtual != NULL)
-		unavailable(u, a->file, a->line, "virtual expansion");
-	if (a->userbase != NULL)
-		unavailable(u, a->file, a->line, "userbase tables");
-	if (a->wrapper != NULL)
-		unavailable(u, a->file, a->line, "mda wrappers");
-	if (a->junk)
-		unavailable(u, a->file, a->line, "maildir junk");
 }
 
 static void

@@ -24,7 +24,7 @@ envelope_dump(const struct envelope *ev)
 	snprintf(id, sizeof(id), "%016" PRIx64, ev->id);
 	snprintf(msgid, sizeof(msgid), "%08" PRIx32, ev->msgid);
 	o = json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s,"
-	    " s:s, s:s, s:I, s:I, s:I, s:I, s:I}",
+	    " s:s, s:s, s:i, s:s, s:s, s:I, s:I, s:I, s:I, s:I}",
 	    "version", ENVELOPE_VERSION,
 	    "id", id,
 	    "msgid", msgid,
@@ -36,6 +36,9 @@ envelope_dump(const struct envelope *ev)
 	    "src", ev->src,
 	    "tag", ev->tag,
 	    "action", ev->action,
+	    "user", ev->user,
+	    "dlv", (int)ev->dlv,
+	    "dlv_arg", ev->dlv_arg,
 	    "errorline", ev->errorline,
 	    "creation", (json_int_t)ev->creation,
 	    "lasttry", (json_int_t)ev->lasttry,
@@ -98,7 +101,7 @@ envelope_load_json(struct envelope *ev, const char *buf, size_t len)
 {
 	json_t		*o;
 	json_error_t	 err;
-	int64_t		 version, expire, retry;
+	int64_t		 version, expire, retry, dlv;
 	uint64_t	 msgid;
 	int		 r = -1;
 
@@ -118,6 +121,9 @@ envelope_load_json(struct envelope *ev, const char *buf, size_t len)
 	    get_str(o, "src", ev->src, sizeof(ev->src)) == -1 ||
 	    get_str(o, "tag", ev->tag, sizeof(ev->tag)) == -1 ||
 	    get_str(o, "action", ev->action, sizeof(ev->action)) == -1 ||
+	    get_str(o, "user", ev->user, sizeof(ev->user)) == -1 ||
+	    get_int(o, "dlv", &dlv) == -1 ||
+	    get_str(o, "dlv_arg", ev->dlv_arg, sizeof(ev->dlv_arg)) == -1 ||
 	    get_str(o, "errorline", ev->errorline, sizeof(ev->errorline)) == -1 ||
 	    get_int(o, "creation", &ev->creation) == -1 ||
 	    get_int(o, "lasttry", &ev->lasttry) == -1 ||
@@ -128,6 +134,10 @@ envelope_load_json(struct envelope *ev, const char *buf, size_t len)
 	if (expire < 0 || expire > UINT32_MAX || retry < 0 ||
 	    retry > UINT32_MAX || ev->rcpt[0] == '\0' || ev->action[0] == '\0')
 		goto done;
+	if (dlv != DLV_ACTION && (dlv > DLV_COMMAND || dlv < 0 ||
+	    ev->dlv_arg[0] == '\0'))
+		goto done;
+	ev->dlv = dlv;
 	/* The id field is informative: the queue names the envelope. */
 	ev->msgid = msgid;
 	ev->expire = expire;

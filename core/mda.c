@@ -103,15 +103,61 @@ send_result(uint64_t evpid, uint32_t status, const char *text)
 	ipc_end(o, -1);
 }
 
-/* ---------------------------------------------------- path expansion */
+/* ------------------------------------------------- per-method arguments */
+
+#define MBOX_DIR		"/var/mail"
+
+/* What one delivery needs: method, user, the method's argument. */
+struct plan {
+	int			 method;	/* A_MBOX ... A_MDA */
+	struct userinfo		 ui;
+	char			 arg[MDA_ARG_MAX];
+	char			 rcpt[SMTPD_MAXADDR];	/* lmtp RCPT TO */
+	int			 junk;
+};
+
+/* The user an envelope is for: set by expansion, else dest's local part. */
+static int
+logical_user(const struct envelope *ev, char *user, size_t len)
+{
+	char	 domain[SMTPD_MAXADDR];
+
+	if (ev->user[0] != '\0')
+		return msd_strlcpy(user, ev->user, len) < len ? 0 : -1;
+	if (addr_split(ev->dest, user, len, domain, sizeof(domain)) == -1)
+		return -1;
+	subaddr_strip(user, env.conf->subaddr_delim);
+	lowercase(user);
+	return 0;
+}
+
+/* 1: found, 0: no such user, -1: try again later. */
+static int
+plan_user(const struct action *a, const struct envelope *ev,
+    struct userinfo *ui)
+{
+	const struct passwd	*pw;
+	char			 user[SMTPD_MAXADDR];
+
+	if (!env.privileged) {
+		if ((pw = getpwuid(getuid())) == NULL)
+			return -1;
+		return user_lookup(NULL, pw->pw_name, ui);
+	}
+	if (a->user)
+		return user_lookup(NULL, a->user, ui);
+	if (logical_user(ev, user, sizeof(user)) == -1)
+		return 0;
+	return user_lookup(a->userbase, user, ui);
+}
 
 /*
- * The mailbox path with smtpd.conf(5) format specifiers expanded; values
+ * A path or command with smtpd.conf(5) format specifiers expanded; values
  * from the network are sanitised by expand_format().
  */
 static int
-expand_path(const char *in, const struct envelope *ev,
-    const struct passwd *pw, char *out, size_t outlen)
+plan_expand(struct plan *p, const char *in, const char *mda,
+    const struct envelope *ev)
 {
 	struct expand_ctx	 x;
 	const char		*err;
@@ -120,36 +166,91 @@ expand_path(const char *in, const struct envelope *ev,
 	x.sender = ev->sender;
 	x.rcpt = ev->rcpt;
 	x.dest = ev->dest;
-	x.user = pw->pw_name;
-	x.directory = pw->pw_dir;
+	x.user = p->ui.name;
+	x.directory = p->ui.home;
 	x.mbox_from = ev->sender[0] ? ev->sender : "MAILER-DAEMON";
+	x.mda = mda;
 	x.subaddr_delim = env.conf->subaddr_delim;
-	if (expand_format(in ? in : "~/Maildir", &x, out, outlen, &err) == -1) {
+	if (expand_format(in, &x, p->arg, sizeof(p->arg), &err) == -1) {
 		log_warnx("mda: evp:%016" PRIx64 ": cannot expand \"%s\": %s",
-		    ev->id, in ? in : "~/Maildir", err);
+		    ev->id, in, err);
 		return -1;
 	}
-	return out[0] == '/' ? 0 : -1;
+	return 0;
+}
+
+/* The mda command, through the action's `wrapper` when it has one. */
+static int
+plan_command(struct plan *p, const struct action *a,
+    const struct envelope *ev)
+{
+	const struct wrapper	*w;
+	char			 cmd[MDA_ARG_MAX];
+
+	if (plan_expand(p, a->mda_cmd, NULL, ev) == -1)
+		return -1;
+	if (a->wrapper == NULL)
+		return 0;
+	if ((w = config_wrapper_find(env.conf, a->wrapper)) == NULL)
+		return -1;
+	msd_strlcpy(cmd, p->arg, sizeof(cmd));
+	return plan_expand(p, w->command, cmd, ev);
+}
+
+/* The mailbox in the system mail spool; names with '/' never get there. */
+static int
+plan_mbox(struct plan *p)
+{
+	if (strchr(p->ui.name, '/') != NULL || p->ui.name[0] == '.' ||
+	    (size_t)snprintf(p->arg, sizeof(p->arg), "%s/%s", MBOX_DIR,
+	    p->ui.name) >= sizeof(p->arg))
+		return -1;
+	return 0;
+}
+
+/* -1 when the action's arguments cannot be built for this envelope. */
+static int
+plan_method(struct plan *p, const struct action *a, const struct envelope *ev)
+{
+	char	 user[SMTPD_MAXADDR];
+
+	switch (ev->dlv) {
+	case DLV_FILE:
+		p->method = A_MBOX;
+		msd_strlcpy(p->arg, ev->dlv_arg, sizeof(p->arg));
+		return p->arg[0] == '/' ? 0 : -1;
+	case DLV_COMMAND:
+		p->method = A_MDA;
+		msd_strlcpy(p->arg, ev->dlv_arg, sizeof(p->arg));
+		return 0;
+	}
+	p->method = a->method;
+	switch (a->method) {
+	case A_MAILDIR:
+		p->junk = a->junk;
+		if (plan_expand(p, a->path ? a->path : "~/Maildir", NULL,
+		    ev) == -1)
+			return -1;
+		return p->arg[0] == '/' ? 0 : -1;
+	case A_MBOX:
+		return plan_mbox(p);
+	case A_LMTP:
+		msd_strlcpy(p->arg, a->lmtp_dest, sizeof(p->arg));
+		if (a->lmtp_rcpt_to)
+			msd_strlcpy(p->rcpt, ev->dest, sizeof(p->rcpt));
+		else if (logical_user(ev, user, sizeof(user)) == 0)
+			msd_strlcpy(p->rcpt, user, sizeof(p->rcpt));
+		else
+			return -1;
+		return 0;
+	case A_MDA:
+		return plan_command(p, a, ev);
+	default:
+		return -1;
+	}
 }
 
 /* ----------------------------------------------------------- the parent */
-
-static const struct passwd *
-delivery_user(const struct action *a, const struct envelope *ev)
-{
-	char	 user[SMTPD_MAXADDR], domain[SMTPD_MAXADDR];
-
-	if (!env.privileged)
-		return getpwuid(getuid());
-	if (a->user)
-		return getpwnam(a->user);
-	if (addr_split(ev->dest, user, sizeof(user), domain,
-	    sizeof(domain)) == -1)
-		return NULL;
-	subaddr_strip(user, env.conf->subaddr_delim);
-	lowercase(user);
-	return getpwnam(user);
-}
 
 /* "1d2h3m4s", zero units left out, as OpenSMTPD's logs show delays. */
 static const char *
@@ -299,22 +400,39 @@ worker_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
 	/* Nothing comes this way; a closed socket is handled by SIGCHLD. */
 }
 
+/*
+ * The user's groups, asked here once per worker, not by initgroups() in
+ * the child.  mbox deliveries also get the "mail" group: Debian's
+ * /var/mail is root:mail 2775, and mail.local-style dotlocks are created
+ * in it.
+ */
+static int
+worker_groups(const struct userinfo *ui, int method, gid_t *groups)
+{
+	const struct group	*gr;
+	int			 ngroups = GROUP_MAX - 1;
+
+	if (!env.privileged)
+		return 0;
+	if (getgrouplist(ui->name, ui->gid, groups, &ngroups) == -1) {
+		log_warnx("mda: user %s is in more than %d groups, using the"
+		    " first ones", ui->name, GROUP_MAX - 1);
+		ngroups = GROUP_MAX - 1;
+	}
+	if (method == A_MBOX && (gr = getgrnam("mail")) != NULL)
+		groups[ngroups++] = gr->gr_gid;
+	return ngroups;
+}
+
 static struct mda_worker *
-worker_spawn(const struct passwd *pw, int method)
+worker_spawn(const struct userinfo *ui, int method)
 {
 	struct mda_worker *w;
 	gid_t		 groups[GROUP_MAX];
-	int		 ngroups = GROUP_MAX, sp[2], rp[2];
+	int		 ngroups, sp[2], rp[2];
 	pid_t		 pid;
 
-	/* Asked here, once per worker, not by initgroups() in the child. */
-	if (env.privileged && getgrouplist(pw->pw_name, pw->pw_gid, groups,
-	    &ngroups) == -1) {
-		log_warnx("mda: user %s is in more than %d groups, using the"
-		    " first ones", pw->pw_name, GROUP_MAX);
-		ngroups = GROUP_MAX;
-	}
-
+	ngroups = worker_groups(ui, method, groups);
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) == -1)
 		return NULL;
 	if (pipe2(rp, O_CLOEXEC) == -1) {
@@ -330,16 +448,16 @@ worker_spawn(const struct passwd *pw, int method)
 		return NULL;
 	}
 	if (pid == 0)
-		mda_worker_run(methods[method], pw, groups, ngroups, sp[1],
+		mda_worker_run(methods[method], ui, groups, ngroups, sp[1],
 		    rp[1]);
 	close(sp[1]);
 	close(rp[1]);
 	w = xcalloc(1, sizeof(*w));
 	w->pid = pid;
-	w->uid = pw->pw_uid;
-	w->gid = pw->pw_gid;
+	w->uid = ui->uid;
+	w->gid = ui->gid;
 	w->method = method;
-	msd_strlcpy(w->user, pw->pw_name, sizeof(w->user));
+	msd_strlcpy(w->user, ui->name, sizeof(w->user));
 	TAILQ_INIT(&w->jobs);
 	w->work = ipc_new(sp[0], "delivery", worker_imsg, w);
 	w->resfd = rp[0];
@@ -379,13 +497,13 @@ worker_evict(void)
 
 /* The least busy worker of this user and method, or a new one. */
 static struct mda_worker *
-worker_get(const struct passwd *pw, int method)
+worker_get(const struct userinfo *ui, int method)
 {
 	struct mda_worker *w, *best = NULL;
 	size_t		 n = 0;
 
 	TAILQ_FOREACH(w, &workers, entry) {
-		if (w->uid != pw->pw_uid || w->gid != pw->pw_gid ||
+		if (w->uid != ui->uid || w->gid != ui->gid ||
 		    w->method != method)
 			continue;
 		n++;
@@ -398,9 +516,9 @@ worker_get(const struct passwd *pw, int method)
 		worker_evict();
 	if (nworkers >= WORKERS_MAX)
 		return best;
-	if ((w = worker_spawn(pw, method)) == NULL) {
+	if ((w = worker_spawn(ui, method)) == NULL) {
 		log_warn("mda: cannot start a delivery worker for %s",
-		    pw->pw_name);
+		    ui->name);
 		return best;
 	}
 	return w;
@@ -421,18 +539,27 @@ on_idle_timer(evutil_socket_t fd, short ev, void *arg)
 	evtimer_add(idle_timer, &tv);
 }
 
+/* Fails the delivery at once: nothing was handed to a worker. */
+static void
+deliver_refuse(struct ipc_msg *m, uint64_t evpid, uint32_t status,
+    const char *why)
+{
+	close(m->fd);
+	send_result(evpid, status, why);
+}
+
 void
 mda_deliver(struct ipc_msg *m)
 {
 	struct envelope		 ev;
-	const struct passwd	*pw;
+	struct plan		 p;
 	struct action		*a;
 	struct mda_worker	*w;
 	struct mda_job		*j;
 	struct ipc_out		*o;
-	char			 path[PATH_MAX];
 	const char		*json;
 	uint64_t		 evpid;
+	int			 r;
 
 	evpid = ipc_get_u64(m);
 	json = ipc_get_str(m);
@@ -442,28 +569,25 @@ mda_deliver(struct ipc_msg *m)
 	if (envelope_load_json(&ev, json, strlen(json)) == -1)
 		fatalx("mda: bad envelope from queue");
 	ev.id = evpid;
-	if ((a = config_action(env.conf, ev.action)) == NULL) {
-		close(m->fd);
-		send_result(evpid, DELIVERY_TEMPFAIL, "action no longer exists");
-		return;
-	}
-	if ((pw = delivery_user(a, &ev)) == NULL) {
-		close(m->fd);
-		send_result(evpid, DELIVERY_PERMFAIL, "550 5.1.1 user unknown");
-		return;
-	}
-	if (expand_path(a->path, &ev, pw, path, sizeof(path)) == -1) {
-		close(m->fd);
-		send_result(evpid, DELIVERY_PERMFAIL,
-		    "cannot expand the mailbox path");
-		return;
-	}
-	if ((w = worker_get(pw, a->method)) == NULL) {
-		close(m->fd);
-		send_result(evpid, DELIVERY_TEMPFAIL,
+	memset(&p, 0, sizeof(p));
+	if ((a = config_action(env.conf, ev.action)) == NULL)
+		return deliver_refuse(m, evpid, DELIVERY_TEMPFAIL,
+		    "action no longer exists");
+	if ((r = plan_user(a, &ev, &p.ui)) != 1)
+		return deliver_refuse(m, evpid, r == 0 ? DELIVERY_PERMFAIL :
+		    DELIVERY_TEMPFAIL, r == 0 ? "550 5.1.1 user unknown" :
+		    "451 4.3.0 user lookup failed");
+	if (plan_method(&p, a, &ev) == -1)
+		return deliver_refuse(m, evpid, DELIVERY_PERMFAIL,
+		    "cannot build the delivery arguments (see the log)");
+	if (methods[p.method] == NULL &&
+	    (methods[p.method] = module_load(MSD_KIND_MDA,
+	    method_names[p.method])) == NULL)
+		return deliver_refuse(m, evpid, DELIVERY_TEMPFAIL,
+		    "delivery method not available");
+	if ((w = worker_get(&p.ui, p.method)) == NULL)
+		return deliver_refuse(m, evpid, DELIVERY_TEMPFAIL,
 		    "no delivery worker available");
-		return;
-	}
 	j = xcalloc(1, sizeof(*j));
 	j->ev = ev;
 	TAILQ_INSERT_TAIL(&w->jobs, j, entry);
@@ -471,8 +595,9 @@ mda_deliver(struct ipc_msg *m)
 	o = ipc_begin(w->work, IMSG_MDA_WORK);
 	ipc_put_u64(o, evpid);
 	ipc_put_str(o, json);
-	ipc_put_str(o, path);
-	ipc_put_u32(o, a->junk);
+	ipc_put_str(o, p.arg);
+	ipc_put_str(o, p.rcpt);
+	ipc_put_u32(o, p.junk);
 	ipc_end(o, m->fd);
 }
 

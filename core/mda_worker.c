@@ -29,8 +29,7 @@
 #define RESULT_FD	4
 
 static struct module		*wmod;
-static struct passwd		 wpw_copy;
-static const struct passwd	*wpw = &wpw_copy;
+static struct userinfo		 wui;
 
 /* "<evpid> <O|T|P><text>\n"; text on one line, bounded. */
 static void
@@ -61,7 +60,7 @@ work(struct ipc_msg *m)
 	struct msd_envelope	 menv;
 	struct msd_result	 res;
 	struct envelope		 ev;
-	const char		*json, *path;
+	const char		*json, *path, *rcpt;
 	uint64_t		 evpid;
 	uint32_t		 junk;
 	int			 r;
@@ -69,6 +68,7 @@ work(struct ipc_msg *m)
 	evpid = ipc_get_u64(m);
 	json = ipc_get_str(m);
 	path = ipc_get_str(m);
+	rcpt = ipc_get_str(m);
 	junk = ipc_get_u32(m);
 	ipc_get_end(m);
 	if (m->fd == -1 || json == NULL || path == NULL ||
@@ -77,9 +77,10 @@ work(struct ipc_msg *m)
 	ev.id = evpid;
 	memset(&menv, 0, sizeof(menv));
 	menv.ev = &ev;
-	menv.user = wpw->pw_name;
-	menv.homedir = wpw->pw_dir;
+	menv.user = wui.name;
+	menv.homedir = wui.home;
 	menv.mda_arg = path;
+	menv.mda_rcpt = rcpt;
 	menv.junk = junk;
 	memset(&res, 0, sizeof(res));
 	r = ops->deliver(wmod->host, m->fd, &menv, &res);
@@ -118,7 +119,7 @@ close_inherited(int workfd, int resfd)
 }
 
 void
-mda_worker_run(struct module *mod, const struct passwd *pw,
+mda_worker_run(struct module *mod, const struct userinfo *ui,
     const gid_t *groups, int ngroups, int workfd, int resfd)
 {
 	signal(SIGCHLD, SIG_DFL);
@@ -131,20 +132,16 @@ mda_worker_run(struct module *mod, const struct passwd *pw,
 	prctl(PR_SET_NAME, "delivery", 0, 0, 0);
 	if (env.privileged &&
 	    (setgroups(ngroups, groups) == -1 ||
-	    setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) == -1 ||
-	    setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) == -1))
-		fatal("delivery: cannot switch to user %s", pw->pw_name);
+	    setresgid(ui->gid, ui->gid, ui->gid) == -1 ||
+	    setresuid(ui->uid, ui->uid, ui->uid) == -1))
+		fatal("delivery: cannot switch to user %s", ui->name);
 	prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
 	if (getppid() == 1)
 		exit(0);
-	if (chdir(pw->pw_dir) == -1 && chdir("/") == -1)
+	if (chdir(ui->home) == -1 && chdir("/") == -1)
 		fatal("delivery: chdir");
-	/* Ours, not the static buffer of getpwnam(), which a module may reuse. */
 	wmod = mod;
-	wpw_copy.pw_name = xstrdup(pw->pw_name);
-	wpw_copy.pw_dir = xstrdup(pw->pw_dir);
-	wpw_copy.pw_uid = pw->pw_uid;
-	wpw_copy.pw_gid = pw->pw_gid;
+	wui = *ui;
 	if ((env.evbase = event_base_new()) == NULL)
 		fatalx("delivery: event_base_new");
 	if (mod->desc.init && mod->desc.init(mod->host) != MSD_OK)

@@ -148,7 +148,6 @@ struct pki    *config_pki_find(const struct config *, const char *);
 struct ca     *config_ca_find(const struct config *, const char *);
 struct filter *config_filter_find(const struct config *, const char *);
 struct proc   *config_proc_find(const struct config *, const char *);
-struct wrapper *config_wrapper_find(const struct config *, const char *);
 int	 action_equal(const struct action *, const struct action *);
 void	 action_free(struct action *);
 

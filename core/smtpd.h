@@ -448,6 +448,7 @@ struct config	*config_load(const char *path, const struct macro *, size_t);
 void		 config_free(struct config *);
 struct table	*config_table(struct config *, const char *name);
 struct action	*config_action(struct config *, const char *name);
+struct wrapper	*config_wrapper_find(const struct config *, const char *name);
 /*
  * Features the file uses that this build cannot run yet: one line each,
  * "file:line: FEATURE is not available yet", written through report().
@@ -486,6 +487,16 @@ int		 table_match(struct table *, enum table_service, const char *key);
 int		 table_lookup(struct table *, enum table_service, const char *key,
 		    char *value, size_t len);
 const char	*table_service_name(enum table_service);
+/* A delivery user: from the userbase table (userinfo), else the system. */
+struct userinfo {
+	char	 name[64];
+	char	 home[PATH_MAX];
+	uid_t	 uid;
+	gid_t	 gid;
+};
+/* 1: found, 0: no such user, -1: temporary failure. */
+int		 user_lookup(struct table *userbase, const char *name,
+		    struct userinfo *);
 /* 1 if entry is valid for the service (a CIDR network, a regex...). */
 int		 table_check_entry(enum table_service, const char *entry);
 
@@ -595,7 +606,7 @@ enum ipc_type {
 	IMSG_MDA_DELIVER,		/* evpid, envelope JSON, +fd */
 	IMSG_MDA_RESULT,		/* evpid, status, text */
 	IMSG_MDA_WORK,			/* parent -> worker: evpid, JSON,
-					   path, junk, +fd */
+					   arg, lmtp rcpt, junk, +fd */
 	/* control */
 	IMSG_CTL_SHUTDOWN,		/* parent -> queue: all results sent */
 	IMSG_MAX
@@ -663,6 +674,14 @@ struct envelope {
 	char		src[128];		/* client address text */
 	char		tag[64];
 	char		action[128];		/* dispatcher name */
+	/*
+	 * Set by expansion: the user the delivery runs as ("" means the
+	 * local part of dest), and what aliases or .forward asked for
+	 * instead of the action's own method.
+	 */
+	char		user[64];
+	uint32_t	dlv;			/* DLV_* */
+	char		dlv_arg[1024];		/* file path or command */
 	char		errorline[512];		/* last delivery error */
 	int64_t		creation;
 	int64_t		lasttry;
@@ -670,6 +689,10 @@ struct envelope {
 	uint32_t	expire;			/* seconds after creation */
 	uint32_t	retry;
 };
+
+#define DLV_ACTION	0	/* the action's method */
+#define DLV_FILE	1	/* append to dlv_arg, mbox format */
+#define DLV_COMMAND	2	/* pipe into dlv_arg */
 
 char	*envelope_dump(const struct envelope *);	/* malloc'd JSON */
 int	 envelope_load_json(struct envelope *, const char *, size_t);
@@ -773,10 +796,11 @@ size_t	mda_running(void);
 void	mda_stop(void);
 /* Longest result line a delivery worker may send, newline included. */
 #define MDA_RESULT_MAX		640
+/* Longest method argument: an expanded path or mda command line. */
+#define MDA_ARG_MAX		4096
 
 /* mda_worker.c: the worker process; never returns. */
-struct passwd;
-void	mda_worker_run(struct module *, const struct passwd *,
+void	mda_worker_run(struct module *, const struct userinfo *,
 	    const gid_t *groups, int ngroups, int workfd, int resfd)
 	    __attribute__((noreturn));
 

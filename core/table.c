@@ -20,6 +20,8 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
+#include <pwd.h>
 #include <regex.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1190,4 +1192,65 @@ table_open_all(struct config *conf)
 	free(opened);
 	free(u.v);
 	return rc;
+}
+
+/* ---------------------------------------------------------- user lookup */
+
+/* "uid:gid:/home" as table(5) gives userinfo values. */
+static int
+userinfo_parse(const char *v, struct userinfo *ui)
+{
+	char		*end;
+	unsigned long	 uid, gid;
+
+	errno = 0;
+	uid = strtoul(v, &end, 10);
+	if (end == v || *end != ':' || errno || uid > UINT32_MAX - 1)
+		return -1;
+	v = end + 1;
+	gid = strtoul(v, &end, 10);
+	if (end == v || *end != ':' || errno || gid > UINT32_MAX - 1)
+		return -1;
+	v = end + 1;
+	if (v[0] != '/' || msd_strlcpy(ui->home, v, sizeof(ui->home)) >=
+	    sizeof(ui->home))
+		return -1;
+	ui->uid = uid;
+	ui->gid = gid;
+	return 0;
+}
+
+int
+user_lookup(struct table *userbase, const char *name, struct userinfo *ui)
+{
+	const struct passwd	*pw;
+	char			 v[PATH_MAX + 64];
+	int			 r;
+
+	memset(ui, 0, sizeof(*ui));
+	if (name == NULL || msd_strlcpy(ui->name, name, sizeof(ui->name)) >=
+	    sizeof(ui->name) || name[0] == '\0')
+		return 0;
+	if (userbase != NULL) {
+		if ((r = table_lookup(userbase, K_USERINFO, name, v,
+		    sizeof(v))) != 1)
+			return r;
+		if (userinfo_parse(v, ui) == -1) {
+			log_warnx("table %s: bad userinfo for %s: \"%s\""
+			    " (expected uid:gid:/home)", userbase->name, name,
+			    v);
+			return -1;
+		}
+		return 1;
+	}
+	errno = 0;
+	if ((pw = getpwnam(name)) == NULL)
+		return errno == 0 || errno == ENOENT || errno == ESRCH ||
+		    errno == EBADF || errno == EPERM ? 0 : -1;
+	if (msd_strlcpy(ui->home, pw->pw_dir, sizeof(ui->home)) >=
+	    sizeof(ui->home))
+		return -1;
+	ui->uid = pw->pw_uid;
+	ui->gid = pw->pw_gid;
+	return 1;
 }
