@@ -63,6 +63,7 @@ struct smtp_session {
 	struct bufferevent	*bev;
 	const struct listener	*listener;
 	struct sockaddr_storage	 ss;
+	int			 local;		/* on the submission socket */
 	char			 src[INET6_ADDRSTRLEN];
 	char			 helo[256];
 	int			 esmtp;
@@ -405,7 +406,7 @@ cmd_rcpt(struct smtp_session *s, char *arg)
 	}
 	o = ipc_begin(env.peer[ROLE_LOOKUP], IMSG_LKA_RCPT);
 	ipc_put_u64(o, s->id);
-	ipc_put_u32(o, 0);				/* not local socket */
+	ipc_put_u32(o, s->local);
 	ipc_put_data(o, &s->ss, sizeof(s->ss));
 	ipc_put_str(o, s->listener->lc->tag);
 	ipc_put_str(o, s->helo[0] ? s->helo : NULL);
@@ -900,12 +901,14 @@ smtp_session_accept(int fd, const struct listener *l)
 		return;
 	}
 	/* Replies are small; Nagle would stall pipelined exchanges. */
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (ss.ss_family != AF_UNIX)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	evutil_make_socket_nonblocking(fd);
 	s = xcalloc(1, sizeof(*s));
 	s->id = ((uint64_t)msd_random() << 32) | ++next_session_id;
 	s->listener = l;
 	s->ss = ss;
+	s->local = ss.ss_family == AF_UNIX;
 	s->msgfd = -1;
 	msd_strlcpy(s->src, ss_to_text(&ss), sizeof(s->src));
 	s->bev = bufferevent_socket_new(env.evbase, fd, BEV_OPT_CLOSE_ON_FREE);

@@ -173,9 +173,35 @@ setup_spool(void)
 		return;
 	if ((pw = getpwnam(SMTPD_QUEUE_USER)) == NULL)
 		fatalx("user %s does not exist", SMTPD_QUEUE_USER);
+	/*
+	 * 0711: local users reach submit.sock and offline/ by name; the
+	 * queue's own directories inside stay 0700.
+	 */
 	if (chown(env.spool, pw->pw_uid, pw->pw_gid) == -1 ||
-	    chmod(env.spool, 0700) == -1)
+	    chmod(env.spool, 0711) == -1)
 		fatal("spool %s", env.spool);
+}
+
+/*
+ * <spool>/offline takes what sendmail writes while the daemon is down:
+ * every local user may add files (sticky, like /tmp), and the parent
+ * re-submits them as their owners once the daemon is up (offline.c).
+ */
+static void
+setup_offline(void)
+{
+	char	 path[PATH_MAX];
+	mode_t	 mode = env.privileged ? 01777 : 0700;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/offline", env.spool) >=
+	    sizeof(path))
+		fatalx("spool path too long");
+	if (mkdir(path, mode) == -1 && errno != EEXIST)
+		fatal("%s", path);
+	if (env.privileged && chown(path, 0, 0) == -1)
+		fatal("%s", path);
+	if (chmod(path, mode) == -1)
+		fatal("%s", path);
 }
 
 /* ------------------------------------------------------------ listeners */
@@ -214,6 +240,43 @@ bind_listeners(void)
 			fatal("listen");
 		l->fd = fd;
 	}
+}
+
+/*
+ * Local submissions (sendmail, `listen on socket`): SMTP on
+ * <spool>/submit.sock, open to every local user.  Sessions on it are
+ * "local" for the rules.
+ */
+static void
+bind_submit_socket(void)
+{
+	struct sockaddr_un	*sun;
+	struct listener		*l;
+	int			 fd;
+
+	if (env.conf->socket_listener == NULL) {
+		env.conf->socket_listener = xcalloc(1,
+		    sizeof(*env.conf->socket_listener));
+		env.conf->socket_listener->socket = 1;
+	}
+	l = xcalloc(1, sizeof(*l));
+	l->lc = env.conf->socket_listener;
+	sun = (struct sockaddr_un *)&l->ss;
+	sun->sun_family = AF_UNIX;
+	if ((size_t)snprintf(sun->sun_path, sizeof(sun->sun_path),
+	    "%s/submit.sock", env.spool) >= sizeof(sun->sun_path))
+		fatalx("spool path too long for %s/submit.sock", env.spool);
+	l->sslen = sizeof(*sun);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
+		fatal("socket");
+	/* The spool lock is ours: a socket left there is stale. */
+	if (unlink(sun->sun_path) == -1 && errno != ENOENT)
+		fatal("%s", sun->sun_path);
+	if (bind(fd, (struct sockaddr *)sun, sizeof(*sun)) == -1 ||
+	    chmod(sun->sun_path, 0666) == -1 || listen(fd, SOMAXCONN) == -1)
+		fatal("%s", sun->sun_path);
+	l->fd = fd;
+	TAILQ_INSERT_TAIL(&env.conf->listeners, l, entry);
 }
 
 /* ---------------------------------------------------------------- roles */
@@ -518,6 +581,7 @@ parent_run(void)
 	/* The signal events exist before fork: no SIGCHLD can be missed. */
 	fork_roles();
 	on_sigchld(SIGCHLD, 0, NULL);
+	offline_enqueue();
 	log_info("smtpd: " SMTPD_NAME " " PACKAGE_VERSION " starting,"
 	    " spool %s", env.spool);
 	event_base_dispatch(env.evbase);
@@ -649,6 +713,8 @@ main(int argc, char *argv[])
 	if (control_socket_bind() == -1)
 		log_warnx("smtpd: running without a control socket");
 	bind_listeners();
+	setup_offline();
+	bind_submit_socket();
 	if (!debug) {
 		if (daemon(0, 0) == -1)
 			fatal("daemon");
