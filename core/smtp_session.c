@@ -52,9 +52,14 @@ enum smtp_wait {
 #define DATA_LOOP	0x02
 #define DATA_IOERR	0x04
 
+/* One delivery: a recipient as given and one target of its expansion. */
 struct smtp_rcpt {
-	char	 addr[SMTPD_MAXADDR];
-	char	 action[128];
+	char	*addr;		/* RCPT TO, shared by its deliveries */
+	char	*action;
+	char	*dest;
+	char	*user;
+	char	*dlv_arg;
+	uint32_t dlv;
 };
 
 struct smtp_session {
@@ -75,7 +80,8 @@ struct smtp_session {
 	/* current transaction */
 	char			 sender[SMTPD_MAXADDR];
 	struct smtp_rcpt	*rcpts;
-	size_t			 nrcpt;
+	size_t			 nrcpt;		/* deliveries */
+	size_t			 nrcptcmd;	/* accepted RCPT commands */
 	size_t			 rcptcap;
 	char			 pending_rcpt[SMTPD_MAXADDR];
 	uint32_t		 msgid;
@@ -177,6 +183,8 @@ message_rollback(uint32_t msgid)
 static void
 smtp_tx_reset(struct smtp_session *s)
 {
+	size_t	 i;
+
 	if (s->ofile) {
 		fclose(s->ofile);
 		s->ofile = NULL;
@@ -192,9 +200,17 @@ smtp_tx_reset(struct smtp_session *s)
 		message_rollback(s->msgid);
 		s->msgid = 0;
 	}
+	for (i = 0; i < s->nrcpt; i++) {
+		free(s->rcpts[i].addr);
+		free(s->rcpts[i].action);
+		free(s->rcpts[i].dest);
+		free(s->rcpts[i].user);
+		free(s->rcpts[i].dlv_arg);
+	}
 	free(s->rcpts);
 	s->rcpts = NULL;
 	s->nrcpt = 0;
+	s->nrcptcmd = 0;
 	s->rcptcap = 0;
 	s->sender[0] = '\0';
 	s->datalen = 0;
@@ -388,7 +404,7 @@ cmd_rcpt(struct smtp_session *s, char *arg)
 		    " at this point.");
 		return;
 	}
-	if (s->nrcpt >= env.conf->max_rcpt) {
+	if (s->nrcptcmd >= env.conf->max_rcpt) {
 		smtp_reply(s, "451 4.5.3 Too many recipients: Too many"
 		    " recipients");
 		return;
@@ -437,24 +453,18 @@ message_create(struct smtp_session *s)
 }
 
 static void
-rcpt_result(struct smtp_session *s, struct ipc_msg *m)
+rcpt_add(struct smtp_session *s, const char *addr, const struct xresult *x)
 {
-	uint32_t	 status = ipc_get_u32(m);
-	const char	*action = ipc_get_str(m);
 	struct smtp_rcpt *r;
+	size_t		 i;
 
-	ipc_get_end(m);
-	if (status == LKA_TEMPFAIL) {
-		smtp_reply(s, "451 4.0.0 Temporary failure: <%s>",
-		    s->pending_rcpt);
-		return;
-	}
-	if (status != LKA_OK || action == NULL) {
-		log_info("%016" PRIx64 " smtp failed-command command=\"RCPT"
-		    " TO:<%s>\" result=\"550 Invalid recipient\"", s->id,
-		    s->pending_rcpt);
-		smtp_reply(s, "550 Invalid recipient: <%s>", s->pending_rcpt);
-		return;
+	for (i = 0; i < s->nrcpt; i++) {
+		r = &s->rcpts[i];
+		if (r->dlv == x->dlv && strcmp(r->action, x->action) == 0 &&
+		    strcmp(r->dest, x->dest) == 0 &&
+		    strcmp(r->user, x->user) == 0 &&
+		    strcmp(r->dlv_arg, x->dlv_arg) == 0)
+			return;		/* two recipients, one mailbox */
 	}
 	if (s->nrcpt == s->rcptcap) {
 		s->rcptcap = s->rcptcap ? s->rcptcap * 2 : 4;
@@ -462,8 +472,41 @@ rcpt_result(struct smtp_session *s, struct ipc_msg *m)
 		    sizeof(*s->rcpts));
 	}
 	r = &s->rcpts[s->nrcpt++];
-	msd_strlcpy(r->addr, s->pending_rcpt, sizeof(r->addr));
-	msd_strlcpy(r->action, action, sizeof(r->action));
+	r->addr = xstrdup(addr);
+	r->action = xstrdup(x->action);
+	r->dest = xstrdup(x->dest);
+	r->user = xstrdup(x->user);
+	r->dlv_arg = xstrdup(x->dlv_arg);
+	r->dlv = x->dlv;
+}
+
+static void
+rcpt_result(struct smtp_session *s, struct ipc_msg *m)
+{
+	uint32_t	 status = ipc_get_u32(m);
+	const char	*text = ipc_get_str(m);
+	uint32_t	 i, n = ipc_get_u32(m);
+	struct xresult	 x;
+
+	if (status == LKA_OK && n == 0)
+		fatalx("smtp: recipient accepted without deliveries");
+	for (i = 0; status == LKA_OK && i < n; i++) {
+		if (xresult_get(m, &x) == -1)
+			fatalx("smtp: bad expansion from lookup");
+		rcpt_add(s, s->pending_rcpt, &x);
+	}
+	ipc_get_end(m);
+	if (status != LKA_OK) {
+		if (text == NULL)
+			text = status == LKA_TEMPFAIL ?
+			    "451 4.0.0 Temporary failure" :
+			    "550 Invalid recipient";
+		log_info("%016" PRIx64 " smtp failed-command command=\"RCPT"
+		    " TO:<%s>\" result=\"%s\"", s->id, s->pending_rcpt, text);
+		smtp_reply(s, "%s", text);
+		return;
+	}
+	s->nrcptcmd++;
 	s->state = S_RCPT;
 	message_create(s);
 	smtp_reply(s, "250 2.1.5 Destination address valid: Recipient ok");
@@ -625,7 +668,10 @@ envelope_json(struct smtp_session *s, const struct smtp_rcpt *r)
 	ev.msgid = s->msgid;
 	msd_strlcpy(ev.sender, s->sender, sizeof(ev.sender));
 	msd_strlcpy(ev.rcpt, r->addr, sizeof(ev.rcpt));
-	msd_strlcpy(ev.dest, r->addr, sizeof(ev.dest));
+	msd_strlcpy(ev.dest, r->dest, sizeof(ev.dest));
+	msd_strlcpy(ev.user, r->user, sizeof(ev.user));
+	ev.dlv = r->dlv;
+	msd_strlcpy(ev.dlv_arg, r->dlv_arg, sizeof(ev.dlv_arg));
 	msd_strlcpy(ev.helo, s->helo, sizeof(ev.helo));
 	msd_strlcpy(ev.hostname, smtp_name(s), sizeof(ev.hostname));
 	msd_strlcpy(ev.src, s->src, sizeof(ev.src));

@@ -46,6 +46,7 @@ static const struct {
 	{ ROLE_SMTP, ROLE_LOOKUP },
 	{ ROLE_SMTP, ROLE_QUEUE },
 	{ ROLE_CONTROL, ROLE_QUEUE },
+	{ ROLE_LOOKUP, ROLE_QUEUE },		/* bounce recipients */
 };
 #define NCHANNELS	(sizeof(channels) / sizeof(channels[0]))
 static int	 chanfd[NCHANNELS][2];
@@ -555,6 +556,10 @@ parent_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
 	}
 	if (from == ROLE_QUEUE && m->type == IMSG_MDA_DELIVER) {
 		mda_deliver(m);
+		return;
+	}
+	if (from == ROLE_LOOKUP && m->type == IMSG_LKA_FORWARD) {
+		forward_open(m);
 		return;
 	}
 	fatalx("parent: unexpected %s from %s", ipc_type_name(m->type),

@@ -594,7 +594,9 @@ enum ipc_type {
 	IMSG_NONE,
 	/* smtp -> lookup -> smtp */
 	IMSG_LKA_RCPT,			/* reqid, match ctx, rcpt */
-	IMSG_LKA_RCPT_RESULT,		/* reqid, status, action, text */
+	IMSG_LKA_RCPT_RESULT,		/* reqid, status, text, n, xresult... */
+	IMSG_LKA_FORWARD,		/* lookup -> parent: id, user, home, uid */
+	IMSG_LKA_FORWARD_RESULT,	/* id, FORWARD_* [+fd] */
 	/* smtp -> queue -> smtp */
 	IMSG_QUEUE_CREATE,		/* reqid */
 	IMSG_QUEUE_CREATE_RESULT,	/* reqid, status, msgid [+fd] */
@@ -810,6 +812,24 @@ void	mda_worker_run(struct module *, const struct userinfo *,
  */
 void	 offline_enqueue(void);
 
+/*
+ * aliases.c: recipient expansion in the lookup role.  Each delivery one
+ * recipient expands to is a struct xresult; IMSG_LKA_RCPT_RESULT carries
+ * them as strings, read back by xresult_get().
+ */
+struct xresult {
+	char		 action[128];
+	char		 dest[SMTPD_MAXADDR];
+	char		 user[64];
+	uint32_t	 dlv;			/* DLV_* */
+	char		 dlv_arg[1024];
+};
+void	 aliases_expand(struct ipc_msg *, enum smtpd_role from);
+void	 aliases_forward_result(struct ipc_msg *);
+int	 xresult_get(struct ipc_msg *, struct xresult *);
+/* The parent's half: opens ~/.forward for the lookup role. */
+void	 forward_open(struct ipc_msg *);
+
 /* control.c: the control socket, bound by the parent. */
 int	control_socket_bind(void);
 extern int control_fd;
@@ -838,6 +858,11 @@ int	queue_load(void (*cb)(struct envelope *));
 #define DELIVERY_PERMFAIL	2
 
 /* Lookup status in IMSG_LKA_RCPT_RESULT. */
+/* IMSG_LKA_FORWARD_RESULT status. */
+#define FORWARD_NONE		0	/* no .forward: the mailbox */
+#define FORWARD_OPEN		1	/* the descriptor follows */
+#define FORWARD_TEMPFAIL	2	/* could not tell: try later */
+
 #define LKA_OK			0
 #define LKA_REJECT		1
 #define LKA_TEMPFAIL		2
