@@ -235,6 +235,11 @@ queue_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
 		else
 			break;
 		return;
+	case ROLE_LOOKUP:
+		if (m->type != IMSG_LKA_RCPT_RESULT)
+			break;
+		bounce_lookup_result(m);
+		return;
 	case ROLE_PARENT:
 		if (m->type == IMSG_MDA_RESULT)
 			queue_mda_result(m);

@@ -838,6 +838,12 @@ extern int control_fd;
 void	scheduler_init(void);
 void	scheduler_add(struct envelope *);		/* takes a copy */
 void	scheduler_result(uint64_t evpid, int status, const char *text);
+/* Deletes a finished envelope, and its message with the last one. */
+void	scheduler_remove(const struct envelope *);
+
+/* queue_bounce.c: notifications to the sender of a failed envelope. */
+void	bounce_start(const struct envelope *, const char *diag, int expired);
+void	bounce_lookup_result(struct ipc_msg *);
 
 /* queue_backend.c (queue role): host side of the queue module. */
 int	queue_backend_init(const char *name);

@@ -1,0 +1,288 @@
+/*
+ * queue_bounce.c - bounces, in the queue role.  When an envelope fails for
+ * good (a permanent error, or its ttl ran out), its sender gets an RFC 3464
+ * notification (bounce.c writes it): the lookup role expands the sender's
+ * address like any recipient, then the notification is queued as a new
+ * message from <> and the failed envelope is removed, in that order, so a
+ * crash in between repeats a bounce rather than losing one.
+ *
+ * Nothing bounces to <>: a failing bounce is only logged.
+ */
+#include <sys/socket.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "smtpd.h"
+
+#define BOUNCE_RETRY		60	/* seconds before trying again */
+#define BOUNCE_TRIES		60	/* then the bounce is given up */
+
+struct bounce {
+	struct bounce		*next;
+	uint64_t		 id;		/* our request id for lookup */
+	struct envelope		 ev;		/* the failed envelope */
+	char			 diag[512];
+	int			 expired;
+	int			 tries;
+	struct event		*timer;
+};
+
+static struct bounce	*bounces;
+static uint64_t		 next_id;
+
+static void	bounce_ask(struct bounce *);
+
+static void
+bounce_free(struct bounce *b)
+{
+	struct bounce	**p;
+
+	for (p = &bounces; *p; p = &(*p)->next)
+		if (*p == b) {
+			*p = b->next;
+			break;
+		}
+	if (b->timer)
+		event_free(b->timer);
+	free(b);
+}
+
+/* The failed envelope goes; with it, maybe, the message. */
+static void
+bounce_done(struct bounce *b)
+{
+	scheduler_remove(&b->ev);
+	bounce_free(b);
+}
+
+static void
+on_retry(evutil_socket_t fd, short ev, void *arg)
+{
+	bounce_ask(arg);
+}
+
+static void
+bounce_later(struct bounce *b, const char *why)
+{
+	struct timeval	 tv = { BOUNCE_RETRY, 0 };
+
+	if (++b->tries >= BOUNCE_TRIES) {
+		log_warnx("%016" PRIx64 " queue bounce to <%s> given up: %s",
+		    b->ev.id, b->ev.sender, why);
+		bounce_done(b);
+		return;
+	}
+	log_warnx("%016" PRIx64 " queue bounce to <%s> delayed: %s",
+	    b->ev.id, b->ev.sender, why);
+	if (b->timer == NULL &&
+	    (b->timer = evtimer_new(env.evbase, on_retry, b)) == NULL)
+		fatalx("queue: evtimer_new");
+	evtimer_add(b->timer, &tv);
+}
+
+/* The sender's address through the rules, as from a local session. */
+static void
+bounce_ask(struct bounce *b)
+{
+	struct sockaddr_storage	 ss;
+	struct ipc_out		*o;
+
+	memset(&ss, 0, sizeof(ss));
+	o = ipc_begin(env.peer[ROLE_LOOKUP], IMSG_LKA_RCPT);
+	ipc_put_u64(o, b->id);
+	ipc_put_u32(o, 1);			/* local */
+	ipc_put_data(o, &ss, sizeof(ss));
+	ipc_put_str(o, NULL);			/* tag */
+	ipc_put_str(o, NULL);			/* helo */
+	ipc_put_str(o, NULL);			/* auth */
+	ipc_put_u32(o, 0);			/* tls */
+	ipc_put_str(o, "");			/* from <> */
+	ipc_put_str(o, b->ev.sender);
+	ipc_end(o, -1);
+}
+
+/*
+ * Takes over a failed envelope (the scheduler keeps its message) and
+ * bounces it, unless it came from <>.
+ */
+void
+bounce_start(const struct envelope *ev, const char *diag, int expired)
+{
+	struct bounce	*b;
+
+	if (ev->sender[0] == '\0') {
+		log_warnx("%016" PRIx64 " queue failed envelope from <>"
+		    " to=<%s> error=\"%s\": not bounced", ev->id, ev->dest,
+		    diag);
+		scheduler_remove(ev);
+		return;
+	}
+	b = xcalloc(1, sizeof(*b));
+	b->id = ++next_id;
+	b->ev = *ev;
+	b->expired = expired;
+	msd_strlcpy(b->diag, diag, sizeof(b->diag));
+	b->next = bounces;
+	bounces = b;
+	bounce_ask(b);
+}
+
+/* "550 5.1.1 ..." gives 5.1.1; otherwise a generic code. */
+static void
+dsn_status(const struct bounce *b, char *buf, size_t len)
+{
+	const char	*d = b->diag;
+	int		 n = 0;
+
+	if (b->expired) {
+		msd_strlcpy(buf, "4.4.7", len);
+		return;
+	}
+	if (strlen(d) > 4 && d[3] == ' ' && sscanf(d + 4, "%*1[245].%*3[0-9]"
+	    ".%*3[0-9]%n", &n) == 0 && n > 0 && (size_t)n < len) {
+		memcpy(buf, d + 4, n);
+		buf[n] = '\0';
+		return;
+	}
+	msd_strlcpy(buf, "5.0.0", len);
+}
+
+/* Writes the notification into a new message, committed later; 0 or -1. */
+static int
+bounce_write_msg(struct bounce *b, uint32_t *msgid)
+{
+	struct bounce_info	 bi;
+	struct bounce_rcpt	 br;
+	char			 status[16], diag[600];
+	FILE			*fp;
+	int			 fd, ofd, r;
+
+	if (queue_message_create(msgid, &fd) == -1)
+		return -1;
+	if ((ofd = queue_message_fd_r(b->ev.msgid)) == -1 ||
+	    (fp = fdopen(fd, "w")) == NULL) {
+		if (ofd != -1)
+			close(ofd);
+		close(fd);
+		queue_message_delete(*msgid);
+		return -1;
+	}
+	memset(&bi, 0, sizeof(bi));
+	bi.hostname = b->ev.hostname[0] ? b->ev.hostname : "localhost";
+	bi.sender = b->ev.sender;
+	bi.msgid = b->ev.msgid;
+	bi.arrival = b->ev.creation;
+	bi.src = b->ev.src;
+	bi.helo = b->ev.helo;
+	dsn_status(b, status, sizeof(status));
+	snprintf(diag, sizeof(diag), "%s%s", b->expired ?
+	    "delivery time expired; last error: " : "", b->diag);
+	memset(&br, 0, sizeof(br));
+	br.rcpt = b->ev.rcpt;
+	br.dest = b->ev.dest;
+	br.status = status;
+	br.diag = diag;
+	br.permanent = 1;
+	r = bounce_write(fp, &bi, &br, 1, ofd, time(NULL));
+	close(ofd);
+	if (fclose(fp) == EOF)
+		r = -1;
+	if (r == -1) {
+		queue_message_delete(*msgid);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+bounce_envelope(const struct bounce *b, const struct xresult *x,
+    uint32_t msgid, struct envelope *ev)
+{
+	memset(ev, 0, sizeof(*ev));
+	ev->msgid = msgid;
+	msd_strlcpy(ev->rcpt, b->ev.sender, sizeof(ev->rcpt));
+	msd_strlcpy(ev->dest, x->dest, sizeof(ev->dest));
+	msd_strlcpy(ev->user, x->user, sizeof(ev->user));
+	ev->dlv = x->dlv;
+	msd_strlcpy(ev->dlv_arg, x->dlv_arg, sizeof(ev->dlv_arg));
+	msd_strlcpy(ev->action, x->action, sizeof(ev->action));
+	msd_strlcpy(ev->hostname, b->ev.hostname, sizeof(ev->hostname));
+	msd_strlcpy(ev->src, "local", sizeof(ev->src));
+	ev->creation = time(NULL);
+	ev->expire = b->ev.expire ? b->ev.expire : DEFAULT_EXPIRE;
+}
+
+/* The sender expanded: queue the notification for each delivery. */
+static void
+bounce_queue(struct bounce *b, struct xresult *xs, uint32_t n)
+{
+	struct envelope	*evs = xcalloc(n, sizeof(*evs));
+	uint32_t	 msgid, i;
+
+	if (bounce_write_msg(b, &msgid) == -1) {
+		free(evs);
+		return bounce_later(b, "cannot write the notification");
+	}
+	for (i = 0; i < n; i++) {
+		bounce_envelope(b, &xs[i], msgid, &evs[i]);
+		if (queue_envelope_create(&evs[i]) == -1)
+			break;
+	}
+	/* As for a message from smtp: envelopes, commit, flush. */
+	if (i < n || queue_message_commit(msgid) == -1 ||
+	    queue_flush() == -1) {
+		while (i-- > 0)
+			queue_envelope_delete(evs[i].id);
+		queue_message_delete(msgid);
+		free(evs);
+		return bounce_later(b, "cannot queue the notification");
+	}
+	for (i = 0; i < n; i++) {
+		log_info("%016" PRIx64 " queue bounce evpid=%016" PRIx64
+		    " for=%016" PRIx64 " to=<%s> dest=<%s>", b->ev.id,
+		    evs[i].id, b->ev.id, b->ev.sender, evs[i].dest);
+		scheduler_add(&evs[i]);
+	}
+	free(evs);
+	bounce_done(b);
+}
+
+/* IMSG_LKA_RCPT_RESULT from lookup for a bounce. */
+void
+bounce_lookup_result(struct ipc_msg *m)
+{
+	struct bounce	*b;
+	struct xresult	*xs;
+	uint64_t	 id = ipc_get_u64(m);
+	uint32_t	 status = ipc_get_u32(m), n, i;
+	const char	*text = ipc_get_str(m);
+
+	n = ipc_get_u32(m);
+	for (b = bounces; b; b = b->next)
+		if (b->id == id)
+			break;
+	if (b == NULL)
+		fatalx("queue: lookup answer for no bounce");
+	if (status != LKA_OK) {
+		ipc_get_end(m);
+		if (status == LKA_TEMPFAIL)
+			return bounce_later(b, text ? text : "lookup failed");
+		log_warnx("%016" PRIx64 " queue bounce to <%s> impossible:"
+		    " %s", b->ev.id, b->ev.sender, text ? text : "refused");
+		return bounce_done(b);
+	}
+	xs = xcalloc(n ? n : 1, sizeof(*xs));
+	for (i = 0; i < n; i++)
+		if (xresult_get(m, &xs[i]) == -1)
+			fatalx("queue: bad expansion from lookup");
+	ipc_get_end(m);
+	bounce_queue(b, xs, n);
+	free(xs);
+}
