@@ -25,6 +25,9 @@ main(void)
 	strcpy(a.dest, "user@example.org");
 	strcpy(a.helo, "client \"quoted\" \\ name");
 	strcpy(a.action, "local");
+	strcpy(a.user, "nobody");
+	a.dlv = DLV_COMMAND;
+	strcpy(a.dlv_arg, "/usr/bin/procmail -d \"$USER\"");
 	a.creation = 1700000000;
 	a.expire = 345600;
 	a.retry = 3;
@@ -53,5 +56,17 @@ main(void)
 	    "\"msgid\":\"00000000\",\"action\":\"x\",\"rcpt\":\"%s@b\"}", addr);
 	ok(envelope_load_json(&b, big, strlen(big)) == -1,
 	    "overlong address refused");
+	json = "{\"version\":1,\"id\":\"0000000000000000\",\"msgid\":\"00000000\","
+	    "\"rcpt\":\"a@b\",\"action\":\"x\",\"dlv\":3,\"dlv_arg\":\"y\"}";
+	ok(envelope_load_json(&b, json, strlen(json)) == -1,
+	    "unknown delivery kind refused");
+	json = "{\"version\":1,\"id\":\"0000000000000000\",\"msgid\":\"00000000\","
+	    "\"rcpt\":\"a@b\",\"action\":\"x\",\"dlv\":1}";
+	ok(envelope_load_json(&b, json, strlen(json)) == -1,
+	    "file delivery without a file refused");
+	json = "{\"version\":1,\"id\":\"0000000000000000\",\"msgid\":\"00000000\","
+	    "\"rcpt\":\"a@b\",\"action\":\"x\"}";
+	ok(envelope_load_json(&b, json, strlen(json)) == 0 && b.dlv == DLV_ACTION &&
+	    b.user[0] == '\0', "an envelope from before expansion fields loads");
 	return tap_done();
 }
