@@ -127,6 +127,9 @@ mda_worker_run(struct module *mod, const struct userinfo *ui,
 	signal(SIGINT, SIG_DFL);
 	signal(SIGHUP, SIG_DFL);
 	signal(SIGPIPE, SIG_IGN);
+	/* A file size limit must fail the write (and be rolled back), not
+	 * kill the worker in the middle of an mbox append. */
+	signal(SIGXFSZ, SIG_IGN);
 	close_inherited(workfd, resfd);
 	log_setproc("delivery");
 	prctl(PR_SET_NAME, "delivery", 0, 0, 0);
