@@ -5,7 +5,11 @@
  * whole file (a relay option on a local action, a chain of chains) run
  * once every name is resolved.
  */
+#include <sys/socket.h>
+#include <sys/un.h>
+
 #include <ctype.h>
+#include <errno.h>
 #include <regex.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +44,41 @@ is_value(const struct token *t)
 }
 
 /*
+ * What the lmtp method can connect to: "/socket", "host", "host:port",
+ * "[addr]:port".  A bare IPv6 address is ambiguous with a port.
+ */
+static int
+lmtp_dest_ok(const char *d)
+{
+	const char	*colon, *end;
+	char		*e;
+	long		 port;
+
+	if (d[0] == '/')
+		return strlen(d) < sizeof(((struct sockaddr_un *)0)->sun_path);
+	if (d[0] == '[') {
+		if ((end = strchr(d, ']')) == NULL || end == d + 1)
+			return 0;
+		colon = end[1] == ':' ? end + 1 : NULL;
+		if (end[1] != '\0' && colon == NULL)
+			return 0;
+	} else {
+		colon = strchr(d, ':');
+		if (d[0] == '\0' || colon == d ||
+		    (colon && strchr(colon + 1, ':')))
+			return 0;
+	}
+	if (strpbrk(d, " \t") != NULL)
+		return 0;
+	if (colon == NULL)
+		return 1;
+	errno = 0;
+	port = strtol(colon + 1, &e, 10);
+	return colon[1] != '\0' && *e == '\0' && errno == 0 && port > 0 &&
+	    port < 65536;
+}
+
+/*
  * The arguments of a local method.  stop: a bare word that ends the
  * arguments although it is not reserved (the old grammar's "expire").
  */
@@ -61,6 +100,11 @@ cf_method_args(struct parser *p, struct action *a, const char *stop)
 	case A_LMTP:
 		if (cf_word(p, "host:port or /socket", &a->lmtp_dest) == -1)
 			return -1;
+		if (!lmtp_dest_ok(a->lmtp_dest))
+			return cf_err(p, cf_line(p), "action \"%s\": bad lmtp"
+			    " destination \"%s\" (expected host, host:port,"
+			    " [address]:port or an absolute socket path)",
+			    a->name, a->lmtp_dest);
 		if (cf_is_kw(cf_peek(p, 0), "rcpt-to")) {
 			cf_take(p);
 			a->lmtp_rcpt_to = 1;
