@@ -1,7 +1,8 @@
 /*
  * control.c - the control role: serves the control socket that smtpctl
  * will use.  The parent binds the socket; this role runs unprivileged and
- * checks each caller's credentials.  For now it answers only "status".
+ * checks each caller's credentials.  It answers "status", and "show
+ * queue" (for mailq) to root and to the user the daemon runs as.
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -58,9 +59,65 @@ control_socket_bind(void)
 	return 0;
 }
 
+/* One client; the queue's answers find it by id. */
+struct ctl_conn {
+	struct ctl_conn		*next;
+	uint64_t		 id;
+	uid_t			 uid;
+	struct bufferevent	*bev;
+	int			 listing;	/* waiting for the queue */
+	int			 closing;	/* free once the list ends */
+};
+
+static struct ctl_conn	*conns;
+static uint64_t		 next_conn_id;
+
+static void
+conn_free(struct ctl_conn *c)
+{
+	struct ctl_conn	**p;
+
+	if (c->listing) {
+		/* The queue still answers; drop the answer then. */
+		c->closing = 1;
+		if (c->bev) {
+			bufferevent_free(c->bev);
+			c->bev = NULL;
+		}
+		return;
+	}
+	for (p = &conns; *p; p = &(*p)->next)
+		if (*p == c) {
+			*p = c->next;
+			break;
+		}
+	if (c->bev)
+		bufferevent_free(c->bev);
+	free(c);
+}
+
+static void
+ctl_show_queue(struct ctl_conn *c)
+{
+	struct ipc_out	*o;
+
+	if (c->uid != 0 && c->uid != getuid()) {
+		evbuffer_add_printf(bufferevent_get_output(c->bev),
+		    "permission denied\n");
+		return;
+	}
+	if (c->listing)
+		return;
+	c->listing = 1;
+	o = ipc_begin(env.peer[ROLE_QUEUE], IMSG_CTL_LIST);
+	ipc_put_u64(o, c->id);
+	ipc_end(o, -1);
+}
+
 static void
 ctl_on_read(struct bufferevent *bev, void *arg)
 {
+	struct ctl_conn	*c = arg;
 	struct evbuffer	*in = bufferevent_get_input(bev);
 	char		*line;
 	size_t		 len;
@@ -69,25 +126,56 @@ ctl_on_read(struct bufferevent *bev, void *arg)
 		if (strcmp(line, "status") == 0)
 			evbuffer_add_printf(bufferevent_get_output(bev),
 			    "MTA running\n");
+		else if (strcmp(line, "show queue") == 0)
+			ctl_show_queue(c);
 		else
 			evbuffer_add_printf(bufferevent_get_output(bev),
 			    "command not supported\n");
 		free(line);
 	}
 	if (evbuffer_get_length(in) > 1024)
-		bufferevent_free(bev);
+		conn_free(c);
 }
 
 static void
 ctl_on_event(struct bufferevent *bev, short what, void *arg)
 {
-	bufferevent_free(bev);
+	conn_free(arg);
+}
+
+/* Answers from the queue: lines, then the end ("." alone, as SMTP). */
+static void
+ctl_list_answer(struct ipc_msg *m)
+{
+	struct ctl_conn	*c;
+	uint64_t	 id = ipc_get_u64(m);
+	const char	*line;
+
+	for (c = conns; c; c = c->next)
+		if (c->id == id)
+			break;
+	if (c == NULL || !c->listing)
+		fatalx("control: queue list for no client");
+	if (m->type == IMSG_CTL_LIST_DATA) {
+		while (ipc_get_more(m))
+			if ((line = ipc_get_str(m)) != NULL && c->bev)
+				evbuffer_add_printf(bufferevent_get_output(
+				    c->bev), "%s\n", line);
+		return;
+	}
+	ipc_get_end(m);
+	c->listing = 0;
+	if (c->closing)
+		conn_free(c);
+	else
+		evbuffer_add_printf(bufferevent_get_output(c->bev), ".\n");
 }
 
 static void
 ctl_accept(evutil_socket_t fd, short ev, void *arg)
 {
 	struct bufferevent *bev;
+	struct ctl_conn	*c;
 	struct ucred	 cred;
 	socklen_t	 len = sizeof(cred);
 	int		 s;
@@ -104,7 +192,13 @@ ctl_accept(evutil_socket_t fd, short ev, void *arg)
 		close(s);
 		return;
 	}
-	bufferevent_setcb(bev, ctl_on_read, NULL, ctl_on_event, NULL);
+	c = xcalloc(1, sizeof(*c));
+	c->id = ++next_conn_id;
+	c->uid = cred.uid;
+	c->bev = bev;
+	c->next = conns;
+	conns = c;
+	bufferevent_setcb(bev, ctl_on_read, NULL, ctl_on_event, c);
 	bufferevent_enable(bev, EV_READ);
 }
 
@@ -115,6 +209,11 @@ control_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
 
 	if (m->type == IMSG_NONE)
 		fatalx("control: lost the %s process", role_name(from));
+	if (from == ROLE_QUEUE && (m->type == IMSG_CTL_LIST_DATA ||
+	    m->type == IMSG_CTL_LIST_END)) {
+		ctl_list_answer(m);
+		return;
+	}
 	fatalx("control: unexpected %s from %s", ipc_type_name(m->type),
 	    role_name(from));
 }

@@ -80,6 +80,9 @@ static const char *ipc_names[IMSG_MAX] = {
 	[IMSG_MDA_RESULT] = "MDA_RESULT",
 	[IMSG_MDA_WORK] = "MDA_WORK",
 	[IMSG_CTL_SHUTDOWN] = "CTL_SHUTDOWN",
+	[IMSG_CTL_LIST] = "CTL_LIST",
+	[IMSG_CTL_LIST_DATA] = "CTL_LIST_DATA",
+	[IMSG_CTL_LIST_END] = "CTL_LIST_END",
 };
 
 const char *

@@ -235,6 +235,16 @@ queue_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
 		else
 			break;
 		return;
+	case ROLE_CONTROL:
+		if (m->type != IMSG_CTL_LIST)
+			break;
+		{
+			uint64_t reqid = ipc_get_u64(m);
+
+			ipc_get_end(m);
+			scheduler_list(reqid);
+		}
+		return;
 	case ROLE_LOOKUP:
 		if (m->type != IMSG_LKA_RCPT_RESULT)
 			break;

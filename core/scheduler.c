@@ -8,6 +8,7 @@
  * envelope is done.
  */
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -260,6 +261,56 @@ scheduler_result(uint64_t evpid, int status, const char *text)
 		break;
 	}
 	kick_soon();
+}
+
+/*
+ * "evpid TAB creation TAB state TAB retries TAB nexttry TAB sender TAB
+ * dest TAB rcpt TAB last error": what mailq prints.  Tabs and newlines
+ * in the error become blanks.
+ */
+static void
+list_one(struct ipc_out **o, uint64_t reqid, const struct envelope *ev,
+    const char *state)
+{
+	char	 line[SMTPD_MAXADDR * 3 + 1024], *p;
+
+	snprintf(line, sizeof(line), "%016" PRIx64 "\t%lld\t%s\t%u\t%lld\t"
+	    "%s\t%s\t%s\t%s", ev->id, (long long)ev->creation, state,
+	    ev->retry, (long long)ev->nexttry, ev->sender, ev->dest, ev->rcpt,
+	    ev->errorline);
+	for (p = line; *p; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+	if (*o != NULL && ipc_out_len(*o) > IPC_CHUNK) {
+		ipc_end(*o, -1);
+		*o = NULL;
+	}
+	if (*o == NULL) {
+		*o = ipc_begin(env.peer[ROLE_CONTROL], IMSG_CTL_LIST_DATA);
+		ipc_put_u64(*o, reqid);
+	}
+	ipc_put_str(*o, line);
+}
+
+void
+scheduler_list(uint64_t reqid)
+{
+	struct ipc_out	*o = NULL;
+	struct sched_ev	*s;
+	size_t		 i;
+
+	for (i = 0; i < SCHED_HASH; i++)
+		for (s = inflight[i]; s; s = s->hnext)
+			list_one(&o, reqid, &s->ev, "delivering");
+	TAILQ_FOREACH(s, &ready, entry)
+		list_one(&o, reqid, &s->ev, "ready");
+	TAILQ_FOREACH(s, &waiting, entry)
+		list_one(&o, reqid, &s->ev, "waiting");
+	if (o != NULL)
+		ipc_end(o, -1);
+	o = ipc_begin(env.peer[ROLE_CONTROL], IMSG_CTL_LIST_END);
+	ipc_put_u64(o, reqid);
+	ipc_end(o, -1);
 }
 
 static void

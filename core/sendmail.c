@@ -1171,9 +1171,7 @@ main(int argc, char *argv[])
 	mode = parse_options(argc, argv, &from, &fullname);
 	switch (mode) {
 	case MODE_MAILQ:
-		fprintf(stderr, "mailq: listing the queue is not available"
-		    " yet\n");
-		return 1;
+		return mailq_run(spool_dir());
 	case MODE_NEWALIASES:
 		printf("newaliases: aliases tables are read by smtpd at start;"
 		    " nothing to rebuild\n");

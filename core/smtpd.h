@@ -611,6 +611,9 @@ enum ipc_type {
 					   arg, lmtp rcpt, junk, +fd */
 	/* control */
 	IMSG_CTL_SHUTDOWN,		/* parent -> queue: all results sent */
+	IMSG_CTL_LIST,			/* control -> queue: reqid */
+	IMSG_CTL_LIST_DATA,		/* reqid, queue lines... */
+	IMSG_CTL_LIST_END,		/* reqid */
 	IMSG_MAX
 };
 
@@ -830,6 +833,9 @@ int	 xresult_get(struct ipc_msg *, struct xresult *);
 /* The parent's half: opens ~/.forward for the lookup role. */
 void	 forward_open(struct ipc_msg *);
 
+/* mailq.c: prints the queue, for sendmail -bp; an exit status. */
+int	 mailq_run(const char *spool);
+
 /* control.c: the control socket, bound by the parent. */
 int	control_socket_bind(void);
 extern int control_fd;
@@ -838,6 +844,8 @@ extern int control_fd;
 void	scheduler_init(void);
 void	scheduler_add(struct envelope *);		/* takes a copy */
 void	scheduler_result(uint64_t evpid, int status, const char *text);
+/* Answers IMSG_CTL_LIST: one line per envelope (see scheduler.c). */
+void	scheduler_list(uint64_t reqid);
 /* Deletes a finished envelope, and its message with the last one. */
 void	scheduler_remove(const struct envelope *);
 

@@ -35,6 +35,8 @@ action "script" mda "@TMP@/deliver.sh %{rcpt} %{sender}" user msdtest
 action "plain" maildir "@TMP@/plain"
 action "fail" mda "/bin/sh -c 'echo no such mailbox >&2; exit 67'" user msdtest
 match from any for domain "fail.example" action "fail"
+action "later" mda "/bin/sh -c 'echo mailbox busy >&2; exit 75'" user msdtest
+match from any for domain "later.example" action "later"
 match from any for domain <vdomains> action "virtual"
 match from any for domain "mda.example" action "script"
 match from any for domain "fwd.example" action "plain"
@@ -329,6 +331,37 @@ def test_bounce_to_local_sender():
     d.stop()
 
 
+def test_mailq():
+    """mailq lists an envelope waiting for a retry with its last error, to
+    root; another user is refused"""
+    d = daemon("mailq").start()
+    with d.connect() as c:
+        c.greet()
+        c.send_message(h.make_message("later"), rcpts=("someone@later.example",))
+    d.wait_log(r"result=TempFail stat=command exited with status 75: mailbox busy")
+    mailq = os.path.join(h.BUILDDIR, "sendmail")
+    env = dict(os.environ, MODSMTPD_SPOOL=d.spool)
+
+    def listing():
+        p = subprocess.run([mailq, "-bp"], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=60)
+        return p if b"last error" in p.stdout else None
+    p = h.wait_for(listing, what="mailq showing the deferred envelope")
+    out = p.stdout.decode()
+    assert p.returncode == 0, p
+    for want in ("waiting, 1 retries", "from <sender@client.test>",
+                 "to   <someone@later.example>",
+                 "last error: command exited with status 75: mailbox busy",
+                 "-- 1 envelope"):
+        assert want in out, "%r not in mailq output:\n%s" % (want, out)
+    nobody = pwd.getpwnam("nobody")
+    p = subprocess.run(["setpriv", "--reuid=%d" % nobody.pw_uid,
+                        "--regid=%d" % nobody.pw_gid, "--clear-groups", mailq, "-bp"],
+                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    assert p.returncode == 77 and b"permission denied" in p.stderr, p
+    d.stop()
+
+
 if __name__ == "__main__":
     if not h.IS_ROOT:
         print("skipped: needs root (deliveries as other users)")
@@ -336,4 +369,5 @@ if __name__ == "__main__":
     mount_namespace()
     h.run_checks([test_alias_to_mbox_over_socket, test_alias_command_file_and_fanout,
                   test_alias_loop_and_unknown, test_virtual_and_catchall,
-                  test_forward, test_mda_sanitised_rcpt, test_bounce_to_local_sender])
+                  test_forward, test_mda_sanitised_rcpt, test_bounce_to_local_sender,
+                  test_mailq])
