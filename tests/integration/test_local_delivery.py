@@ -35,6 +35,12 @@ action "script" mda "@TMP@/deliver.sh %{rcpt} %{sender}" user msdtest
 action "plain" maildir "@TMP@/plain"
 action "fail" mda "/bin/sh -c 'echo no such mailbox >&2; exit 67'" user msdtest
 match from any for domain "fail.example" action "fail"
+mda wrapper "logged" "/bin/sh -c 'echo wrapped >> @TMP@/out/wrapper.log; %{mda}'"
+action "wrapped" mda "@TMP@/deliver.sh %{rcpt.user} wrapped" user msdtest wrapper "logged"
+match from any for domain "wrap.example" action "wrapped"
+table vusers { "carl" = "@UID@:@GID@:@TMP@/vhome/carl" }
+action "vuser" maildir "%{user.directory}/Maildir" junk userbase <vusers>
+match from any for domain "vuser.example" action "vuser"
 action "later" mda "/bin/sh -c 'echo mailbox busy >&2; exit 75'" user msdtest
 match from any for domain "later.example" action "later"
 match from any for domain <vdomains> action "virtual"
@@ -106,7 +112,9 @@ def fwd_user(home):
 
 
 def daemon(name="local", extra_aliases=""):
-    d = h.Daemon(name, CONFIG)
+    pw = pwd.getpwnam(h.TEST_USER)
+    d = h.Daemon(name, CONFIG.replace("@UID@", str(pw.pw_uid))
+                 .replace("@GID@", str(pw.pw_gid)))
     for fname, text in (("aliases", ALIASES + extra_aliases),
                         ("virtual", VIRTUAL)):
         with open(os.path.join(d.tmp, fname), "w") as f:
@@ -118,7 +126,7 @@ def daemon(name="local", extra_aliases=""):
     with open(script, "w") as f:
         f.write(SCRIPT)
     os.chmod(script, 0o755)
-    for sub in ("vmail", "plain"):
+    for sub in ("vmail", "plain", "vhome", "vhome/carl"):
         p = os.path.join(d.tmp, sub)
         os.mkdir(p)
         os.chown(p, pwd.getpwnam(h.TEST_USER).pw_uid, -1)
@@ -331,6 +339,37 @@ def test_bounce_to_local_sender():
     d.stop()
 
 
+def test_wrapper_userbase_junk():
+    """mda wrapper runs around the action's command; a userbase user gets
+    the uid and home from the table; junk files X-Spam: yes into .Junk"""
+    d = daemon("wrap").start()
+    with d.connect() as c:
+        c.greet()
+        c.send_message(h.make_message("wrapped body"), rcpts=("dora@wrap.example",))
+        c.send_message(h.make_message("ham"), rcpts=("carl@vuser.example",))
+        spam = h.make_message("spam", extra_headers=("X-Spam: yes",))
+        c.send_message(spam, rcpts=("carl@vuser.example",))
+    out = os.path.join(d.tmp, "out")
+    h.wait_for(lambda: os.path.exists(os.path.join(out, "script-msg")),
+               what="the wrapped command's copy")
+    assert read(os.path.join(out, "wrapper.log")) == b"wrapped\n"
+    assert read(os.path.join(out, "argv")).decode().splitlines() == ["dora", "wrapped"]
+    home = os.path.join(d.tmp, "vhome", "carl", "Maildir")
+    h.wait_for(lambda: h.maildir_messages(home) and
+               h.maildir_messages(os.path.join(home, ".Junk")),
+               what="carl's ham in new/ and spam in .Junk/new")
+    assert b"Subject: ham" in read(h.maildir_messages(home)[0])
+    assert b"X-Spam: yes" in read(h.maildir_messages(os.path.join(home, ".Junk"))[0])
+    st = os.stat(h.maildir_messages(home)[0])
+    assert st.st_uid == pwd.getpwnam(h.TEST_USER).pw_uid, "delivered as uid %d" % st.st_uid
+    with d.connect() as c:
+        c.greet()
+        c.expect("MAIL FROM:<sender@client.test>", 250)
+        r = c.cmd("RCPT TO:<nobody@vuser.example>")
+        assert r.code == 550, "a user missing from the userbase: %s" % r
+    d.stop()
+
+
 def test_mailq():
     """mailq lists an envelope waiting for a retry with its last error, to
     root; another user is refused"""
@@ -370,4 +409,4 @@ if __name__ == "__main__":
     h.run_checks([test_alias_to_mbox_over_socket, test_alias_command_file_and_fanout,
                   test_alias_loop_and_unknown, test_virtual_and_catchall,
                   test_forward, test_mda_sanitised_rcpt, test_bounce_to_local_sender,
-                  test_mailq])
+                  test_wrapper_userbase_junk, test_mailq])
