@@ -26,11 +26,18 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "smtpd.h"
 
 #define OFFLINE_MAGIC		"#modsmtpd-offline 1\n"
 #define OFFLINE_HEADER_MAX	(256 * 1024)	/* the arguments' lines */
 #define OFFLINE_ERR_MAX		512		/* sendmail's words we log */
+/*
+ * sendmail writes offline only while the socket refuses it, which also
+ * happens during a start: files are looked for again this often.
+ */
+#define OFFLINE_RESCAN		300		/* seconds */
 
 /* One file's header: the decoded arguments, where the input starts. */
 struct offline_job {
@@ -468,11 +475,48 @@ walker_setup(void)
 	prctl(PR_SET_NAME, "offline", 0, 0, 0);
 }
 
+/* Anything but dot files in the directory: worth a walker. */
+static int
+offline_pending(void)
+{
+	char		 dir[PATH_MAX];
+	DIR		*d;
+	struct dirent	*de;
+	int		 found = 0;
+
+	if ((size_t)snprintf(dir, sizeof(dir), "%s/offline", env.spool) >=
+	    sizeof(dir) || (d = opendir(dir)) == NULL)
+		return 0;
+	while (!found && (de = readdir(d)) != NULL)
+		found = de->d_name[0] != '.';
+	closedir(d);
+	return found;
+}
+
+static void
+on_rescan(evutil_socket_t fd, short ev, void *arg)
+{
+	struct timeval	 tv = { OFFLINE_RESCAN, 0 };
+
+	offline_enqueue();
+	evtimer_add((struct event *)arg, &tv);
+}
+
 void
 offline_enqueue(void)
 {
-	pid_t	 pid;
+	static struct event	*rescan;
+	struct timeval		 tv = { OFFLINE_RESCAN, 0 };
+	pid_t			 pid;
 
+	if (rescan == NULL && env.evbase != NULL) {
+		if ((rescan = evtimer_new(env.evbase, on_rescan,
+		    event_self_cbarg())) == NULL)
+			fatalx("offline: evtimer_new");
+		evtimer_add(rescan, &tv);
+	}
+	if (!offline_pending())
+		return;
 	if ((pid = fork()) == -1) {
 		log_warn("offline: fork");
 		return;

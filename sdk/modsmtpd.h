@@ -166,8 +166,8 @@ struct msd_queue_ops {
 /*
  * Delivery method.  deliver() runs in a delivery worker, a process that
  * already runs as the recipient user and serves that user's deliveries one
- * after the other.  fd is the message: read it from its current offset and
- * leave it open.  Return MSD_OK only once the message is durable, else
+ * after the other.  fd is the message, a regular file positioned at its
+ * start (a module may seek it): read it to the end and leave it open.  Return MSD_OK only once the message is durable, else
  * MSD_TEMPFAIL or MSD_PERMFAIL with result_error for the reason that goes
  * to the log and the bounce.
  */
