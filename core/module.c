@@ -45,16 +45,24 @@ static const size_t desc_baseline[] = {
 	offsetof(struct msd_module, description),	/* 1.0 */
 	sizeof(struct msd_module),			/* 1.1 */
 	sizeof(struct msd_module),			/* 1.2 */
+	sizeof(struct msd_module),			/* 1.3 */
 };
 static const size_t queue_baseline[] = {
 	offsetof(struct msd_queue_ops, flush),		/* 1.0 */
 	sizeof(struct msd_queue_ops),			/* 1.1 */
 	sizeof(struct msd_queue_ops),			/* 1.2 */
+	sizeof(struct msd_queue_ops),			/* 1.3 */
 };
 static const size_t mda_baseline[] = {
 	sizeof(struct msd_mda_ops),			/* 1.0 */
 	sizeof(struct msd_mda_ops),			/* 1.1 */
 	sizeof(struct msd_mda_ops),			/* 1.2 */
+	sizeof(struct msd_mda_ops),			/* 1.3 */
+};
+/* No table module exists before 1.3: such a module has no ops to read. */
+static const size_t table_baseline[] = {
+	0, 0, 0,					/* 1.0-1.2 */
+	sizeof(struct msd_table_ops),			/* 1.3 */
 };
 _Static_assert(NITEMS(desc_baseline) == MSD_ABI_MINOR + 1,
     "add the new minor's msd_module size to desc_baseline");
@@ -62,6 +70,8 @@ _Static_assert(NITEMS(queue_baseline) == MSD_ABI_MINOR + 1,
     "add the new minor's msd_queue_ops size to queue_baseline");
 _Static_assert(NITEMS(mda_baseline) == MSD_ABI_MINOR + 1,
     "add the new minor's msd_mda_ops size to mda_baseline");
+_Static_assert(NITEMS(table_baseline) == MSD_ABI_MINOR + 1,
+    "add the new minor's msd_table_ops size to table_baseline");
 
 /* Ops the host calls without checking: refused at load when NULL. */
 struct op_req {
@@ -86,6 +96,10 @@ static const struct op_req queue_required[] = {
 static const struct op_req mda_required[] = {
 	OP_REQ(msd_mda_ops, deliver),
 };
+static const struct op_req table_required[] = {
+	OP_REQ(msd_table_ops, open),
+	OP_REQ(msd_table_ops, close),
+};
 
 struct kind_info {
 	uint32_t		 kind;
@@ -97,7 +111,8 @@ struct kind_info {
 };
 
 static const struct kind_info kinds[] = {
-	{ MSD_KIND_TABLE, "table", 0, NULL, NULL, 0 },
+	{ MSD_KIND_TABLE, "table", sizeof(struct msd_table_ops),
+	    table_baseline, table_required, NITEMS(table_required) },
 	{ MSD_KIND_QUEUE, "queue", sizeof(struct msd_queue_ops),
 	    queue_baseline, queue_required, NITEMS(queue_required) },
 	{ MSD_KIND_MDA, "mda", sizeof(struct msd_mda_ops),

@@ -63,6 +63,24 @@ extern "C" {
 #define MSD_EV_READ		0x02
 #define MSD_EV_WRITE		0x04
 
+/*
+ * 1.3: table(5) services, the bits of msd_module.services for a table
+ * module and the service argument of its lookups.  Values are those of
+ * OpenSMTPD's K_* constants, which its table programs also use.
+ */
+#define MSD_TS_ALIAS		0x0001	/* user -> aliases(5) list */
+#define MSD_TS_DOMAIN		0x0002	/* domain (list) */
+#define MSD_TS_CREDENTIALS	0x0004	/* user -> crypt(3) hash */
+#define MSD_TS_NETADDR		0x0008	/* address or CIDR (list) */
+#define MSD_TS_USERINFO		0x0010	/* user -> uid:gid:/home */
+#define MSD_TS_SOURCE		0x0020	/* source addresses (list) */
+#define MSD_TS_MAILADDR		0x0040	/* user@domain, @domain, user */
+#define MSD_TS_ADDRNAME		0x0080	/* address -> host name */
+#define MSD_TS_MAILADDRMAP	0x0100	/* user -> list of mailaddr */
+#define MSD_TS_RELAYHOST	0x0200	/* label -> relay URL */
+#define MSD_TS_STRING		0x0400	/* string (list) */
+#define MSD_TS_REGEX		0x0800	/* extended regex (list) */
+
 /* Envelope fields reachable through msd_host.env_get. */
 #define MSD_ENV_ID		1	/* envelope id, 16 hex digits */
 #define MSD_ENV_SENDER		2	/* MAIL FROM address, "" for <> */
@@ -177,6 +195,51 @@ struct msd_mda_ops {
 		    const msd_envelope *, msd_result *);
 };
 
+#if MSD_ABI_TARGET_MINOR >= 3
+/*
+ * 1.3: table backend.  A module serves a table in one of two ways (or
+ * both; then load wins):
+ *
+ *  - load() hands every entry to the host (value NULL for a list entry);
+ *    the host indexes them and matches every service as table(5) says, so
+ *    a db or file table answers exactly as an inline one.  A table whose
+ *    entries mix keys with and without values is refused.  update() is a
+ *    new load(): the old contents answer until the new ones are complete.
+ *  - lookup() answers each query itself (SQL, an external program); keys
+ *    arrive lowercased.  For a list service the value is the entry that
+ *    matched.  fetch() gives the next entry of a round-robin service
+ *    (source, relayhost), wrapping around.
+ *
+ * name is the table's name in smtpd.conf, config what follows "TYPE:" in
+ * its definition ("" when nothing does).  Every op but open and close may
+ * be NULL.  Ops run in the lookup role and, to check a configuration, in
+ * the parent; they block that process, so a slow backend declares
+ * MSD_MF_MAY_BLOCK.  Errors: MSD_TEMPFAIL with result_error (the lookup
+ * becomes a 4xx), never MSD_NOTFOUND.
+ */
+typedef int	msd_table_entry_fn(void *arg, const char *key,
+		    const char *value, uint32_t line);
+
+struct msd_table_ops {
+	uint32_t	size;
+	int	(*open)(const struct msd_host *, const char *name,
+		    const char *config, void **inst);
+	void	(*close)(void *inst);
+	/*
+	 * Calls entry() once per entry, line being the source line (0 when
+	 * there is none); entry() returns -1 to stop.  MSD_OK, or
+	 * MSD_TEMPFAIL/MSD_PERMFAIL with result_error("file:line: why").
+	 */
+	int	(*load)(void *inst, msd_table_entry_fn *entry, void *arg,
+		    msd_result *err);
+	int	(*lookup)(void *inst, uint32_t service, const char *key,
+		    msd_result *out);
+	int	(*fetch)(void *inst, uint32_t service, msd_result *out);
+	/* Lookup-style tables: re-read the source (MSD_OK or TEMPFAIL). */
+	int	(*update)(void *inst);
+};
+#endif
+
 /*
  * The descriptor returned by a module's entry function.
  */
@@ -204,6 +267,9 @@ struct msd_module {
 #define MSD_HOST_SIZE		((uint32_t)sizeof(struct msd_host))
 #define MSD_QUEUE_OPS_SIZE	((uint32_t)sizeof(struct msd_queue_ops))
 #define MSD_MDA_OPS_SIZE	((uint32_t)sizeof(struct msd_mda_ops))
+#if MSD_ABI_TARGET_MINOR >= 3
+#define MSD_TABLE_OPS_SIZE	((uint32_t)sizeof(struct msd_table_ops))
+#endif
 
 typedef const struct msd_module *msd_entry_fn(uint16_t host_major,
     uint16_t host_minor);

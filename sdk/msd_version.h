@@ -14,12 +14,13 @@
  *                    extension interfaces; msd_queue_ops.flush (group commit);
  *                    envelope field MSD_ENV_CREATION.
  *   1.2  2026-11-22  envelope field MSD_ENV_MDA_RCPT (the LMTP RCPT TO).
+ *   1.3  2026-11-22  table backends: msd_table_ops, MSD_TS_* services.
  */
 #ifndef MSD_VERSION_H
 #define MSD_VERSION_H
 
 #define MSD_ABI_MAJOR	1
-#define MSD_ABI_MINOR	2
+#define MSD_ABI_MINOR	3
 
 /*
  * A module may be compiled for an older minor by defining MSD_ABI_TARGET_MINOR

@@ -49,14 +49,14 @@ def test_major_refused():
     else:
         raise AssertionError("smtpd started with an ABI 2.0 module")
     log = d.log_text()
-    want = "module %s: built for ABI 2.0, this host is 1.2" % path
+    want = "module %s: built for ABI 2.0, this host is 1.3" % path
     assert want in log, "expected %r in the log:\n%s" % (want, d.log_tail(20))
     assert len([l for l in log.splitlines() if "ABI" in l]) == 1, \
         "more than one line about the ABI:\n%s" % d.log_tail(20)
 
 
 def test_older_minor_loads():
-    """a module built for ABI 1.0 loads into the 1.2 host and is called for deliveries"""
+    """a module built for ABI 1.0 loads into the 1.3 host and is called for deliveries"""
     d, path = daemon_with("abi0", "oldminor")
     d.start()
     with d.connect() as c:

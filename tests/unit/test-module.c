@@ -184,7 +184,7 @@ test_abi_refusals(void)
 	log = capture_end();
 	ok(m == NULL, "a module built for ABI 2.0 is refused");
 	ok(strstr(log, "module " TESTMOD("abi2") ": built for ABI 2.0, "
-	    "this host is 1.2") != NULL && count_lines(log) == 1,
+	    "this host is 1.3") != NULL && count_lines(log) == 1,
 	    "one log line names the file and both versions");
 	if (m != NULL || count_lines(log) != 1)
 		fprintf(stderr, "# log: %s", log);
