@@ -37,4 +37,6 @@ lookup_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
 void
 lookup_main(void)
 {
+	if (table_reopen_lookups(env.conf) == -1)
+		fatalx("lookup: cannot open the tables");
 }

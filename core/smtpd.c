@@ -669,8 +669,11 @@ main(int argc, char *argv[])
 		usage();
 
 	log_init(1, verbose);
-	if ((env.conf = config_load(conffile, macros, nmacros)) == NULL ||
-	    table_open_all(env.conf) == -1)
+	if ((env.conf = config_load(conffile, macros, nmacros)) == NULL)
+		exit(1);
+	/* Table backends are modules: the search path comes first. */
+	module_init(env.conf->module_path);
+	if (table_open_all(env.conf) == -1)
 		exit(1);
 	if (check) {
 		/* -n -v: the same configuration in the current grammar. */
@@ -710,7 +713,6 @@ main(int argc, char *argv[])
 		log_warnx("smtpd: no listener configured");
 
 	raise_fd_limit();
-	module_init(env.conf->module_path);
 	if (mda_init() == -1)
 		exit(1);
 	setup_spool();

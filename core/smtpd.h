@@ -481,6 +481,8 @@ int		 netaddr_parse(const char *s, struct netaddr *);
  * after printing "file:line: ..." for the first bad entry. */
 int		 table_open_all(struct config *);
 void		 table_close(struct table *);
+/* In the lookup role after fork: its own lookup-style backends; 0 or -1. */
+int		 table_reopen_lookups(struct config *);
 /* 1: key matches an entry for the service, 0: no, -1: temporary failure. */
 int		 table_match(struct table *, enum table_service, const char *key);
 /* 1: found, value copied; 0: not found; -1: temporary failure / too long. */

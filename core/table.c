@@ -61,6 +61,7 @@ struct table_driver {
 struct table_backend {
 	const struct table_driver	*drv;
 	void				*handle;
+	int				 flags;		/* TOPEN_* at open */
 };
 
 /* Mail addresses of a table that carry no delimiter ignore the tag. */
@@ -789,6 +790,210 @@ static const struct table_driver file_driver = {
 	.close = mem_free,
 };
 
+/* --------------------------------------------------------- module tables */
+
+/*
+ * A table served by a module (db, sqlite, proc, ...).  A load-style module
+ * hands its entries over and they are matched here exactly as file and
+ * inline tables are; a lookup-style module answers each query.
+ */
+struct mod_table {
+	struct module			*mod;
+	const struct msd_table_ops	*ops;
+	void				*inst;
+	struct mem_table		*mem;	/* load-style: the entries */
+	char				*name;
+};
+
+struct mod_load {
+	struct mem_table	*mt;
+	char			*err;
+	size_t			 errlen;
+	size_t			 with, without;	/* entries with a value or not */
+	int			 failed;
+};
+
+static int
+mod_entry(void *arg, const char *key, const char *value, uint32_t line)
+{
+	struct mod_load	*l = arg;
+
+	if (key == NULL || l->failed)
+		return -1;
+	if (value != NULL)
+		l->with++;
+	else
+		l->without++;
+	if (mem_add(l->mt, key, value, line > INT_MAX ? 0 : (int)line, l->err,
+	    l->errlen) == -1) {
+		l->failed = 1;
+		return -1;
+	}
+	return 0;
+}
+
+/* The entries, indexed; the table is a list or a map by its values. */
+static struct mem_table *
+mod_load_entries(struct mod_table *mt, struct table *t, int flags,
+    char *err, size_t errlen)
+{
+	struct msd_result	 res;
+	struct mod_load		 l;
+	int			 r;
+
+	memset(&l, 0, sizeof(l));
+	memset(&res, 0, sizeof(res));
+	l.mt = mem_new(t, t->config);
+	l.err = err;
+	l.errlen = errlen;
+	r = mt->ops->load(mt->inst, mod_entry, &l, &res);
+	if (r != MSD_OK && !l.failed)
+		snprintf(err, errlen, "%s", res.failed ? res.error :
+		    "the backend could not load the table");
+	result_reset(&res);
+	if (r != MSD_OK || l.failed)
+		goto fail;
+	if (l.with && l.without) {
+		snprintf(err, errlen, "%s mixes entries with and without values",
+		    t->config != NULL ? t->config : "the table");
+		goto fail;
+	}
+	l.mt->kind = l.without ? TABLE_LIST : TABLE_MAP;
+	if (mem_finish(l.mt, flags, err, errlen) == -1)
+		goto fail;
+	return l.mt;
+fail:
+	mem_free(l.mt);
+	return NULL;
+}
+
+static void
+mod_close(void *h)
+{
+	struct mod_table	*mt = h;
+
+	if (mt == NULL)
+		return;
+	mt->ops->close(mt->inst);
+	mem_free(mt->mem);
+	free(mt->name);
+	free(mt);
+}
+
+static void *
+mod_open(struct table *t, int flags, char *err, size_t errlen)
+{
+	struct module		*m;
+	struct mod_table	*mt;
+	const char		*type = t->type != NULL ? t->type : "?";
+
+	if ((m = module_load(MSD_KIND_TABLE, type)) == NULL) {
+		snprintf(err, errlen, "no table backend \"%s\" (no module"
+		    " table/%s)", type, type);
+		return NULL;
+	}
+	mt = xcalloc(1, sizeof(*mt));
+	mt->mod = m;
+	mt->ops = module_ops(m, sizeof(*mt->ops));
+	mt->name = xstrdup(t->name != NULL ? t->name : "");
+	if (mt->ops == NULL ||
+	    (mt->ops->load == NULL && mt->ops->lookup == NULL)) {
+		snprintf(err, errlen, "table backend \"%s\" serves no lookups",
+		    type);
+		free(mt->name);
+		free(mt);
+		return NULL;
+	}
+	if (mt->ops->open(m->host, mt->name, t->config != NULL ? t->config :
+	    "", &mt->inst) != MSD_OK) {
+		snprintf(err, errlen, "table backend \"%s\" cannot open \"%s\""
+		    " (see the log)", type, t->config != NULL ? t->config : "");
+		free(mt->name);
+		free(mt);
+		return NULL;
+	}
+	if (mt->ops->load != NULL) {
+		if ((mt->mem = mod_load_entries(mt, t, flags, err,
+		    errlen)) == NULL) {
+			mod_close(mt);
+			return NULL;
+		}
+		t->kind = mt->mem->kind;
+	}
+	return mt;
+}
+
+/* A lookup-style query: 1, 0 or -1; the value, if any, into value. */
+static int
+mod_query(struct mod_table *mt, enum table_service s, const char *key,
+    char *value, size_t len)
+{
+	struct msd_result	 res;
+	int			 r, rc;
+
+	memset(&res, 0, sizeof(res));
+	r = mt->ops->lookup(mt->inst, s, key, &res);
+	if (r == MSD_OK) {
+		rc = 1;
+		if (value != NULL && (res.value == NULL ||
+		    msd_strlcpy(value, res.value, len) >= len)) {
+			log_warnx("table %s: %s value for \"%s\" %s", mt->name,
+			    table_service_name(s), key, res.value == NULL ?
+			    "missing" : "too long");
+			rc = -1;
+		}
+	} else if (r == MSD_NOTFOUND)
+		rc = 0;
+	else {
+		log_warnx("table %s: %s lookup of \"%s\" failed: %s", mt->name,
+		    table_service_name(s), key, res.failed ? res.error :
+		    "no reason given");
+		rc = -1;
+	}
+	result_reset(&res);
+	return rc;
+}
+
+static int
+mod_match(void *h, enum table_service s, const char *key)
+{
+	struct mod_table	*mt = h;
+
+	if (mt->mem != NULL)
+		return mem_match(mt->mem, s, key);
+	return mod_query(mt, s, key, NULL, 0);
+}
+
+static int
+mod_lookup(void *h, enum table_service s, const char *key, char *value,
+    size_t len)
+{
+	struct mod_table	*mt = h;
+
+	if (mt->mem != NULL)
+		return mem_lookup(mt->mem, s, key, value, len);
+	return mod_query(mt, s, key, value, len);
+}
+
+/* Load-style modules know list from map once open; lookup-style never. */
+static const struct table_driver modload_driver = {
+	.name = "module",
+	.has_kind = 1,
+	.open = mod_open,
+	.match = mod_match,
+	.lookup = mod_lookup,
+	.close = mod_close,
+};
+
+static const struct table_driver modlookup_driver = {
+	.name = "module",
+	.has_kind = 0,
+	.open = mod_open,
+	.match = mod_match,
+	.lookup = mod_lookup,
+	.close = mod_close,
+};
+
 /* ------------------------------------------------------------ the layer */
 
 static const struct table_driver *const drivers[] = {
@@ -845,19 +1050,48 @@ table_open_one(struct table *t, int flags)
 	char				 err[TABLE_ERR_MAX];
 	void				*h;
 
-	if ((drv = driver_find(table_type(t))) == NULL) {
-		table_report(t, "backend \"%s\" is not available yet",
-		    table_type(t));
-		return -1;
-	}
+	/* Built in: inline and file tables; every other type is a module. */
+	if ((drv = driver_find(table_type(t))) == NULL)
+		drv = &modload_driver;
 	err[0] = '\0';
 	if ((h = drv->open(t, flags, err, sizeof(err))) == NULL) {
 		table_report(t, "%s", err[0] != '\0' ? err : "cannot open");
 		return -1;
 	}
+	if (drv == &modload_driver && ((struct mod_table *)h)->mem == NULL)
+		drv = &modlookup_driver;
 	t->backend = xcalloc(1, sizeof(*t->backend));
 	t->backend->drv = drv;
 	t->backend->handle = h;
+	t->backend->flags = flags;
+	return 0;
+}
+
+/*
+ * After fork: a lookup-style backend (a database connection, a child
+ * process) must not be shared with the process that opened it, so the
+ * lookup role opens its own.  The inherited instance is left alone: it
+ * belongs to the parent.
+ */
+int
+table_reopen_lookups(struct config *conf)
+{
+	struct table	*t;
+	char		 err[TABLE_ERR_MAX];
+	void		*h;
+
+	TAILQ_FOREACH(t, &conf->tables, entry) {
+		if (t->backend == NULL ||
+		    t->backend->drv != &modlookup_driver)
+			continue;
+		err[0] = '\0';
+		if ((h = mod_open(t, t->backend->flags, err,
+		    sizeof(err))) == NULL) {
+			table_report(t, "%s", err[0] ? err : "cannot open");
+			return -1;
+		}
+		t->backend->handle = h;
+	}
 	return 0;
 }
 
