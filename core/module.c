@@ -640,13 +640,43 @@ is_file(const char *path)
 	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-struct module *
-module_load(uint32_t kind, const char *name)
+/*
+ * The file a module would be loaded from, without a word in the log: the
+ * first match in the search path wins, later ones are only reported.
+ */
+int
+module_find(uint32_t kind, const char *name, char *found, size_t len)
 {
-	char		 path[PATH_MAX], found[PATH_MAX];
+	char		 path[PATH_MAX];
 	const char	*kname = module_kind_name(kind);
 	size_t		 i;
 	int		 l;
+
+	if (!mod_ready)
+		module_init(NULL);
+	found[0] = '\0';
+	if (kind_find(kind) == NULL || !name_valid(name))
+		return -1;
+	for (i = 0; i < mod_ndirs; i++) {
+		for (l = 0; l < LAYOUT_MAX; l++) {
+			if (!candidate(path, sizeof(path), mod_dirs[i], l,
+			    kname, name) || !is_file(path))
+				continue;
+			if (found[0] == '\0')
+				msd_strlcpy(found, path, len);
+			else
+				log_debug("module %s \"%s\": %s shadowed by %s",
+				    kname, name, path, found);
+		}
+	}
+	return found[0] != '\0' ? 0 : -1;
+}
+
+struct module *
+module_load(uint32_t kind, const char *name)
+{
+	char		 found[PATH_MAX];
+	const char	*kname = module_kind_name(kind);
 
 	if (!mod_ready)
 		module_init(NULL);
@@ -655,21 +685,7 @@ module_load(uint32_t kind, const char *name)
 		    kname, name ? name : "");
 		return NULL;
 	}
-	/* The first match wins; later ones are only reported. */
-	found[0] = '\0';
-	for (i = 0; i < mod_ndirs; i++) {
-		for (l = 0; l < LAYOUT_MAX; l++) {
-			if (!candidate(path, sizeof(path), mod_dirs[i], l,
-			    kname, name) || !is_file(path))
-				continue;
-			if (found[0] == '\0')
-				msd_strlcpy(found, path, sizeof(found));
-			else
-				log_debug("module %s \"%s\": %s shadowed by %s",
-				    kname, name, path, found);
-		}
-	}
-	if (found[0] == '\0') {
+	if (module_find(kind, name, found, sizeof(found)) == -1) {
 		log_warnx("module %s \"%s\" not found in %s", kname, name,
 		    mod_pathtext ? mod_pathtext : "(empty module path)");
 		return NULL;

@@ -718,6 +718,9 @@ struct module {
 void		 module_init(const char *config_path);
 /* Loads kind/name; on failure logs one line and returns NULL. */
 struct module	*module_load(uint32_t kind, const char *name);
+/* 0 and the path when module_load() would find name; -1, quietly, if not. */
+int		 module_find(uint32_t kind, const char *name, char *found,
+		    size_t len);
 /* Loads one file directly (kind 0 / name NULL: any); for the loader and tests. */
 struct module	*module_load_file(const char *path, uint32_t kind,
 		    const char *name);

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "smtpd.h"
 
@@ -803,6 +804,7 @@ struct mod_table {
 	void				*inst;
 	struct mem_table		*mem;	/* load-style: the entries */
 	char				*name;
+	char				*config;	/* as given to open */
 };
 
 struct mod_load {
@@ -868,6 +870,15 @@ fail:
 }
 
 static void
+mod_free(struct mod_table *mt)
+{
+	mem_free(mt->mem);
+	free(mt->name);
+	free(mt->config);
+	free(mt);
+}
+
+static void
 mod_close(void *h)
 {
 	struct mod_table	*mt = h;
@@ -875,9 +886,65 @@ mod_close(void *h)
 	if (mt == NULL)
 		return;
 	mt->ops->close(mt->inst);
-	mem_free(mt->mem);
-	free(mt->name);
-	free(mt);
+	mod_free(mt);
+}
+
+/*
+ * Where OpenSMTPD's table programs live (opensmtpd-extras, the 7.6+
+ * table-* repositories); MODSMTPD_TABLE_DIR comes first.
+ */
+static const char *const table_prog_dirs[] = {
+	"/usr/local/libexec/smtpd", "/usr/libexec/smtpd",
+	"/usr/libexec/opensmtpd",
+};
+
+/* `table x passwd:/etc/mail/passwd` runs table-passwd, as OpenSMTPD does. */
+static int
+table_program_exists(const char *type)
+{
+	char		 path[PATH_MAX];
+	const char	*dir = getenv("MODSMTPD_TABLE_DIR");
+	size_t		 i;
+
+	if (strchr(type, '/') != NULL)
+		return 0;
+	if (dir != NULL && *dir != '\0' && (size_t)snprintf(path,
+	    sizeof(path), "%s/table-%s", dir, type) < sizeof(path) &&
+	    access(path, X_OK) == 0)
+		return 1;
+	for (i = 0; i < sizeof(table_prog_dirs) / sizeof(table_prog_dirs[0]);
+	    i++)
+		if ((size_t)snprintf(path, sizeof(path), "%s/table-%s",
+		    table_prog_dirs[i], type) < sizeof(path) &&
+		    access(path, X_OK) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * The module for a table type: table/TYPE, or else the proc module for a
+ * table-TYPE program, which then gets "TYPE:CONFIG" as its config.
+ */
+static struct module *
+mod_for_type(const struct table *t, char **config, char *err, size_t errlen)
+{
+	char		 path[PATH_MAX];
+	const char	*type = t->type != NULL ? t->type : "?";
+	const char	*cfg = t->config != NULL ? t->config : "";
+
+	if (module_find(MSD_KIND_TABLE, type, path, sizeof(path)) == 0) {
+		*config = xstrdup(cfg);
+		return module_load(MSD_KIND_TABLE, type);
+	}
+	if (strcmp(type, "proc") != 0 && table_program_exists(type) &&
+	    module_find(MSD_KIND_TABLE, "proc", path, sizeof(path)) == 0) {
+		xasprintf(config, "%s%s%s", type, *cfg ? ":" : "", cfg);
+		return module_load(MSD_KIND_TABLE, "proc");
+	}
+	snprintf(err, errlen, "no table backend \"%s\" (no module table/%s"
+	    "%s)", type, type, strcmp(type, "proc") != 0 ?
+	    " and no table program" : "");
+	return NULL;
 }
 
 static void *
@@ -886,30 +953,27 @@ mod_open(struct table *t, int flags, char *err, size_t errlen)
 	struct module		*m;
 	struct mod_table	*mt;
 	const char		*type = t->type != NULL ? t->type : "?";
+	char			*config = NULL;
 
-	if ((m = module_load(MSD_KIND_TABLE, type)) == NULL) {
-		snprintf(err, errlen, "no table backend \"%s\" (no module"
-		    " table/%s)", type, type);
+	if ((m = mod_for_type(t, &config, err, errlen)) == NULL)
 		return NULL;
-	}
 	mt = xcalloc(1, sizeof(*mt));
 	mt->mod = m;
 	mt->ops = module_ops(m, sizeof(*mt->ops));
 	mt->name = xstrdup(t->name != NULL ? t->name : "");
+	mt->config = config;
 	if (mt->ops == NULL ||
 	    (mt->ops->load == NULL && mt->ops->lookup == NULL)) {
 		snprintf(err, errlen, "table backend \"%s\" serves no lookups",
 		    type);
-		free(mt->name);
-		free(mt);
+		mod_free(mt);
 		return NULL;
 	}
-	if (mt->ops->open(m->host, mt->name, t->config != NULL ? t->config :
-	    "", &mt->inst) != MSD_OK) {
+	if (mt->ops->open(m->host, mt->name, mt->config, &mt->inst) !=
+	    MSD_OK) {
 		snprintf(err, errlen, "table backend \"%s\" cannot open \"%s\""
-		    " (see the log)", type, t->config != NULL ? t->config : "");
-		free(mt->name);
-		free(mt);
+		    " (see the log)", type, mt->config);
+		mod_free(mt);
 		return NULL;
 	}
 	if (mt->ops->load != NULL) {
