@@ -26,6 +26,12 @@ lookup_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
 		aliases_expand(m, from);
 		return;
 	}
+	if (from == ROLE_PARENT && m->type == IMSG_LKA_UPDATE_TABLES) {
+		ipc_get_end(m);
+		if (table_update_all(env.conf) == 0)
+			log_info("lookup: tables updated");
+		return;
+	}
 	if (from == ROLE_PARENT && m->type == IMSG_LKA_FORWARD_RESULT) {
 		aliases_forward_result(m);
 		return;

@@ -529,8 +529,17 @@ on_sigchld(evutil_socket_t sig, short ev, void *arg)
 static void
 on_sighup(evutil_socket_t sig, short ev, void *arg)
 {
-	log_warnx("smtpd: SIGHUP: configuration reload is not supported yet,"
-	    " restart smtpd to apply changes");
+	int	 failed;
+
+	/*
+	 * Tables are read again (the parent's, for delivery users, and the
+	 * lookup role's); the rest of the configuration needs a restart.
+	 */
+	failed = table_update_all(env.conf);
+	ipc_end(ipc_begin(env.peer[ROLE_LOOKUP], IMSG_LKA_UPDATE_TABLES), -1);
+	log_info("smtpd: SIGHUP: tables read again%s; a change to the rest of"
+	    " the configuration needs a restart", failed ? " (some kept their"
+	    " old contents, see above)" : "");
 }
 
 static void

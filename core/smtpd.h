@@ -481,6 +481,8 @@ int		 netaddr_parse(const char *s, struct netaddr *);
  * after printing "file:line: ..." for the first bad entry. */
 int		 table_open_all(struct config *);
 void		 table_close(struct table *);
+/* Reads every table again, keeping the old contents on error; failures. */
+int		 table_update_all(struct config *);
 /* In the lookup role after fork: its own lookup-style backends; 0 or -1. */
 int		 table_reopen_lookups(struct config *);
 /* 1: key matches an entry for the service, 0: no, -1: temporary failure. */
@@ -599,6 +601,7 @@ enum ipc_type {
 	IMSG_LKA_RCPT_RESULT,		/* reqid, status, text, n, xresult... */
 	IMSG_LKA_FORWARD,		/* lookup -> parent: id, user, home, uid */
 	IMSG_LKA_FORWARD_RESULT,	/* id, FORWARD_* [+fd] */
+	IMSG_LKA_UPDATE_TABLES,		/* parent -> lookup: SIGHUP */
 	/* smtp -> queue -> smtp */
 	IMSG_QUEUE_CREATE,		/* reqid */
 	IMSG_QUEUE_CREATE_RESULT,	/* reqid, status, msgid [+fd] */

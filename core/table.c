@@ -1132,6 +1132,62 @@ table_open_one(struct table *t, int flags)
 }
 
 /*
+ * Reads a table's source again.  The new contents replace the old only
+ * once complete, so lookups never see half a table; on error the old
+ * contents stay and the reason is logged at the table's declaration.
+ */
+static int
+table_update_one(struct table *t)
+{
+	struct table_backend	*b = t->backend;
+	struct mod_table	*mt;
+	enum table_kind		 kind = t->kind;
+	char			 err[TABLE_ERR_MAX];
+	void			*h;
+
+	if (b->drv == &static_driver)
+		return 0;
+	if (b->drv == &modlookup_driver) {
+		mt = b->handle;
+		if (mt->ops->update == NULL ||
+		    mt->ops->update(mt->inst) == MSD_OK)
+			return 0;
+		table_report(t, "update failed, the old contents stay");
+		return -1;
+	}
+	err[0] = '\0';
+	if ((h = b->drv->open(t, b->flags, err, sizeof(err))) == NULL) {
+		t->kind = kind;
+		table_report(t, "%s; the old contents stay",
+		    err[0] ? err : "cannot read it");
+		return -1;
+	}
+	if (t->kind != kind) {
+		b->drv->close(h);
+		t->kind = kind;
+		table_report(t, "a list became a map or the reverse; the old"
+		    " contents stay");
+		return -1;
+	}
+	b->drv->close(b->handle);
+	b->handle = h;
+	return 0;
+}
+
+/* Every table; the number that could not be updated. */
+int
+table_update_all(struct config *conf)
+{
+	struct table	*t;
+	int		 failed = 0;
+
+	TAILQ_FOREACH(t, &conf->tables, entry)
+		if (t->backend != NULL && table_update_one(t) == -1)
+			failed++;
+	return failed;
+}
+
+/*
  * After fork: a lookup-style backend (a database connection, a child
  * process) must not be shared with the process that opened it, so the
  * lookup role opens its own.  The inherited instance is left alone: it

@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Acceptance: tables while the daemon runs.  SIGHUP reads every table
+again: a domain added to a file table is accepted afterwards; a file broken
+by an edit keeps the old contents (nothing half-loaded) and the log names
+the file and line."""
+
+import os
+import signal
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+CONFIG = """\
+listen on @HOST@ port @PORT@ hostname @HOSTNAME@
+table domains file:@TMP@/domains
+table users file:@TMP@/users
+action "local" maildir "@MAILDIR@"@USER_OPT@
+match from any for domain <domains> rcpt-to <users> action "local"
+"""
+
+
+def write(d, name, text):
+    path = os.path.join(d.tmp, name)
+    tmp = path + ".new"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.rename(tmp, path)
+
+
+def rcpt(d, addr):
+    with d.connect() as c:
+        c.greet()
+        c.expect("MAIL FROM:<sender@client.test>", 250)
+        return c.cmd("RCPT TO:<%s>" % addr).code
+
+
+def test_sighup_reload():
+    """SIGHUP: additions answer at once; a malformed file keeps the old
+    contents, with file:line in the log"""
+    d = h.Daemon("tables", CONFIG)
+    write(d, "domains", "example.org\n")
+    write(d, "users", "alice@example.org\nbob@example.net\n")
+    d.start()
+    assert rcpt(d, "alice@example.org") == 250
+    assert rcpt(d, "bob@example.net") == 550, "example.net is not listed yet"
+    write(d, "domains", "example.org\nexample.net\n")
+    since = d.log_size()
+    os.kill(d.pid, signal.SIGHUP)
+    d.wait_log(r"lookup: tables updated", since=since)
+    assert rcpt(d, "bob@example.net") == 250, "example.net after SIGHUP"
+    # an unterminated [ on line 3: refused whole, the old list answers
+    write(d, "users", "alice@example.org\nbob@example.net\n[carol@example.org\n")
+    since = d.log_size()
+    os.kill(d.pid, signal.SIGHUP)
+    d.wait_log(r"table users: %s:3: .*; the old contents stay"
+               % os.path.join(d.tmp, "users").replace(".", r"\."), since=since)
+    assert rcpt(d, "bob@example.net") == 250, "half-loaded table answered"
+    assert rcpt(d, "alice@example.org") == 250, "old contents lost"
+    assert d.running(), "the daemon exited on a bad table"
+    d.stop()
+
+
+if __name__ == "__main__":
+    h.run_checks([test_sighup_reload])
