@@ -153,12 +153,13 @@ netaddr_parse_v6(const char *s, struct netaddr *n)
 
 /*
  * An entry of a netaddr table or a client address: IPv4 as above, or IPv6
- * written bare, after "IPv6:", or in brackets ("[IPv6:2001:db8::1]").
+ * written bare, after "IPv6:", or in brackets ("[IPv6:2001:db8::1]",
+ * "[2001:db8::]/32").
  */
 int
 netaddr_parse(const char *s, struct netaddr *n)
 {
-	char	 buf[INET6_ADDRSTRLEN + 16];
+	char	 buf[INET6_ADDRSTRLEN + 16], *close;
 	size_t	 len;
 
 	if (strncasecmp(s, "ipv6:", 5) == 0)
@@ -171,9 +172,13 @@ netaddr_parse(const char *s, struct netaddr *n)
 	if (strncasecmp(s, "ipv6:", 5) == 0)
 		s += 5;
 	if ((len = msd_strlcpy(buf, s, sizeof(buf))) >= sizeof(buf) ||
-	    len == 0 || buf[len - 1] != ']')
+	    len == 0)
 		return -1;
-	buf[len - 1] = '\0';
+	/* "[2001:db8::]/32": the prefix length follows the bracket. */
+	if ((close = strchr(buf, ']')) == NULL ||
+	    (close[1] != '\0' && close[1] != '/'))
+		return -1;
+	memmove(close, close + 1, strlen(close + 1) + 1);
 	return netaddr_parse_v6(buf, n);
 }
 
@@ -703,7 +708,9 @@ file_line(struct mem_table *mt, char *line, int lineno, int *decided,
 			    "\"%.40s\"", key);
 			return -1;
 		}
+		/* "[v6]/len": the prefix length is part of the key */
 		sep++;
+		sep += strcspn(sep, " \t:");
 	} else
 		sep = key + strcspn(key, " \t:");
 	if (!*decided) {
@@ -712,6 +719,7 @@ file_line(struct mem_table *mt, char *line, int lineno, int *decided,
 	}
 	if (mt->kind == TABLE_LIST)
 		return mem_add(mt, key, NULL, lineno, err, errlen);
+	/* One separator, then blanks: "key : v" gives ": v", as upstream. */
 	if (*sep != '\0') {
 		*sep++ = '\0';
 		sep += strspn(sep, " \t");

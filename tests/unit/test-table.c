@@ -454,7 +454,7 @@ static void
 test_file(void)
 {
 	struct config	*conf = config_new();
-	struct table	*al, *dom, *mark, *empty, *net, *rx;
+	struct table	*al, *dom, *mark, *empty, *net, *rx, *net6;
 	char		 buf[256];
 
 	al = mk_file(conf, "aliases", "aliases.txt", 1);
@@ -463,11 +463,15 @@ test_file(void)
 	empty = mk_file(conf, "empty", "empty.txt", 4);
 	net = mk_file(conf, "nets", "netaddr.txt", 5);
 	rx = mk_file(conf, "rx", "regex.txt", 6);
+	net6 = mk_file(conf, "nets6", "netaddr-v6first.txt", 7);
 	mk_rule(conf, SLOT_FROM, C_FROM_SRC, 0, net, 10);
+	mk_rule(conf, SLOT_FROM, C_FROM_SRC, 0, net6, 13);
 	mk_rule(conf, SLOT_FOR, C_FOR_DOMAIN, 1, rx, 11);
 	mk_action(conf, al, 12);
 	ok(open_capture(conf) == 0 && errbuf[0] == '\0',
 	    "file tables open silently");
+	if (errbuf[0] != '\0')
+		printf("#   got: %s", errbuf);
 	ok(al->kind == TABLE_MAP && dom->kind == TABLE_LIST &&
 	    mark->kind == TABLE_LIST && empty->kind == TABLE_MAP,
 	    "kinds: first entry decides, \"# @list\" forces a list, "
@@ -500,6 +504,12 @@ test_file(void)
 	    "in a list the whole line is the entry");
 	ok(table_lookup(empty, K_ALIAS, "x", buf, sizeof(buf)) == 0,
 	    "empty map finds nothing");
+	ok(net6->kind == TABLE_LIST &&
+	    table_match(net6, K_NETADDR, "2001:db8:1::25") == 1 &&
+	    table_match(net6, K_NETADDR, "2001:db8:2::25") == 0 &&
+	    table_match(net6, K_NETADDR, "192.0.2.9") == 1,
+	    "a first line \"[v6]/len\" is a network of a list, not a key"
+	    " with a value");
 	ok(table_match(net, K_NETADDR, "10.200.0.1") == 1 &&
 	    table_match(net, K_NETADDR, "192.168.1.7") == 1 &&
 	    table_match(net, K_NETADDR, "::1") == 1 &&
