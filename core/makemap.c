@@ -23,6 +23,7 @@
 
 #include <ctype.h>
 #include <db_185.h>
+#include <signal.h>
 #include <err.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +36,9 @@
 #include <unistd.h>
 
 #include "smtpd.h"
+
+/* newaliases reads smtpd.conf with the daemon's own parser. */
+struct smtpd	 env;
 
 #define MM_SET_VALUE	"<set>"
 /* The daemon's table key limit: a longer key could never match. */
@@ -647,6 +651,92 @@ sendmail_name(const char *name)
 	return out;
 }
 
+/* ------------------------------------------------------------ newaliases */
+
+/*
+ * Tells a running daemon to read its tables again (SIGHUP), found by the
+ * pid in its spool lock; quiet when there is none.
+ */
+static void
+newaliases_signal(const char *spool)
+{
+	char	 path[PATH_MAX], buf[32];
+	FILE	*fp;
+	long	 pid;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/smtpd.lock", spool) >=
+	    sizeof(path) || (fp = fopen(path, "re")) == NULL)
+		return;
+	if (fgets(buf, sizeof(buf), fp) != NULL &&
+	    (pid = strtol(buf, NULL, 10)) > 1 && kill((pid_t)pid, SIGHUP) == 0)
+		printf("newaliases: smtpd (pid %ld) reads its tables again\n",
+		    pid);
+	fclose(fp);
+}
+
+/*
+ * newaliases [-f smtpd.conf] [-s spool]: rebuilds the table named
+ * "aliases" of smtpd.conf ($MODSMTPD_CONF, else the installed one)
+ * when it is a db table (from the same path without ".db"), then has
+ * the daemon read its tables again.
+ */
+static int
+newaliases(int argc, char *argv[])
+{
+	const char	*conffile = getenv("MODSMTPD_CONF"), *spool = SPOOLDIR;
+	struct config	*conf;
+	struct table	*t;
+	char		*src;
+	size_t		 len;
+	int		 ch, rc = 0;
+
+	while ((ch = getopt(argc, argv, "f:s:")) != -1) {
+		switch (ch) {
+		case 'f':
+			conffile = optarg;
+			break;
+		case 's':
+			spool = optarg;
+			break;
+		default:
+			fprintf(stderr, "usage: newaliases [-f file] [-s spool]"
+			    "\n");
+			return 1;
+		}
+	}
+	if (conffile == NULL || *conffile == '\0')
+		conffile = SYSCONFDIR "/smtpd.conf";
+	log_init(1, 0);
+	if ((conf = config_load(conffile, NULL, 0)) == NULL)
+		return 1;
+	if ((t = config_table(conf, "aliases")) == NULL) {
+		warnx("%s: no table named \"aliases\"", conffile);
+		config_free(conf);
+		return 1;
+	}
+	if (t->type != NULL && strcmp(t->type, "db") == 0 && t->config) {
+		len = strlen(t->config);
+		if (len <= 3 || strcmp(t->config + len - 3, ".db") != 0) {
+			warnx("%s: the db table \"aliases\" is not a .db file",
+			    t->config);
+			rc = 1;
+		} else {
+			src = xstrdup(t->config);
+			src[len - 3] = '\0';
+			if ((rc = build(src, t->config, MM_ALIASES)) == 0)
+				printf("newaliases: %s rebuilt from %s\n",
+				    t->config, src);
+			free(src);
+		}
+	} else
+		printf("newaliases: \"aliases\" is a %s table: nothing to"
+		    " build\n", t->type != NULL ? t->type : "file");
+	if (rc == 0)
+		newaliases_signal(spool);
+	config_free(conf);
+	return rc != 0;
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -656,6 +746,8 @@ main(int argc, char *argv[])
 	char		*out = NULL;
 	int		 ch, Uflag = 0, rc;
 
+	if (strcmp(basename(argv[0]), "newaliases") == 0)
+		return newaliases(argc, argv);
 	log_setproc("makemap");
 	while ((ch = getopt(argc, argv, "d:o:t:U")) != -1) {
 		switch (ch) {

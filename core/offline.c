@@ -373,32 +373,6 @@ list_names(int dirfd, size_t *count)
 	return v;
 }
 
-/* The sendmail program installed (or built) next to this smtpd. */
-static int
-find_sendmail(char *out, size_t len)
-{
-	char		 exe[PATH_MAX], *slash;
-	ssize_t		 n;
-	struct stat	 sb;
-	const char	*deleted = " (deleted)";
-
-	if ((n = readlink("/proc/self/exe", exe, sizeof(exe) - 1)) == -1)
-		return -1;
-	exe[n] = '\0';
-	/* Still running after an upgrade replaced the binary. */
-	if ((size_t)n > strlen(deleted) &&
-	    strcmp(exe + n - strlen(deleted), deleted) == 0)
-		exe[n - strlen(deleted)] = '\0';
-	if ((slash = strrchr(exe, '/')) == NULL)
-		return -1;
-	*slash = '\0';
-	if ((size_t)snprintf(out, len, "%s/sendmail", exe) >= len)
-		return -1;
-	if (stat(out, &sb) == -1 || !S_ISREG(sb.st_mode) ||
-	    (sb.st_mode & 0111) == 0)
-		return -1;
-	return 0;
-}
 
 static int
 ctx_init(struct offline_ctx *ctx)
@@ -406,7 +380,7 @@ ctx_init(struct offline_ctx *ctx)
 	if ((size_t)snprintf(ctx->dir, sizeof(ctx->dir), "%s/offline",
 	    env.spool) >= sizeof(ctx->dir))
 		return -1;
-	if (find_sendmail(ctx->sendmail, sizeof(ctx->sendmail)) == -1) {
+	if (program_path("sendmail", ctx->sendmail, sizeof(ctx->sendmail)) == -1) {
 		log_warnx("offline: no sendmail program next to smtpd (%s);"
 		    " files in %s kept", ctx->sendmail, ctx->dir);
 		return -1;

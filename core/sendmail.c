@@ -1154,6 +1154,23 @@ invoking_user(void)
 	return pw;
 }
 
+/* -bi: makemap, run as newaliases, rebuilds the aliases table. */
+static int
+run_newaliases(const char *spool)
+{
+	char	 path[PATH_MAX];
+
+	if (program_path("makemap", path, sizeof(path)) == -1) {
+		fprintf(stderr, "newaliases: no makemap next to this"
+		    " program\n");
+		return EX_UNAVAILABLE;
+	}
+	fflush(stdout);
+	execl(path, "newaliases", "-s", spool, (char *)NULL);
+	fprintf(stderr, "newaliases: %s: %s\n", path, strerror(errno));
+	return EX_OSERR;
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -1173,9 +1190,7 @@ main(int argc, char *argv[])
 	case MODE_MAILQ:
 		return mailq_run(spool_dir());
 	case MODE_NEWALIASES:
-		printf("newaliases: aliases tables are read by smtpd at start;"
-		    " nothing to rebuild\n");
-		return EX_OK;
+		return run_newaliases(spool_dir());
 	default:
 		break;
 	}

@@ -584,6 +584,8 @@ int	 addr_split(const char *addr, char *user, size_t ulen,
 	    char *domain, size_t dlen);
 /* Lowercases ASCII in place. */
 void	 lowercase(char *);
+/* A program next to the running one ("sendmail"); 0 or -1. */
+int	 program_path(const char *name, char *out, size_t len);
 void	 subaddr_strip(char *user, char delim);
 
 /* ------------------------------------------------------------------- ipc */

@@ -228,3 +228,34 @@ subaddr_strip(char *user, char delim)
 	    (d = strchr(user, delim)) != NULL)
 		*d = '\0';
 }
+
+/*
+ * A program installed (or built) next to the running one: smtpd runs
+ * sendmail, sendmail runs makemap as newaliases.  0, or -1 if it is not
+ * an executable file there.
+ */
+int
+program_path(const char *name, char *out, size_t len)
+{
+	char		 exe[PATH_MAX], *slash;
+	ssize_t		 n;
+	struct stat	 sb;
+	const char	*deleted = " (deleted)";
+
+	if ((n = readlink("/proc/self/exe", exe, sizeof(exe) - 1)) == -1)
+		return -1;
+	exe[n] = '\0';
+	/* Still running after an upgrade replaced the binary. */
+	if ((size_t)n > strlen(deleted) &&
+	    strcmp(exe + n - strlen(deleted), deleted) == 0)
+		exe[n - strlen(deleted)] = '\0';
+	if ((slash = strrchr(exe, '/')) == NULL)
+		return -1;
+	*slash = '\0';
+	if ((size_t)snprintf(out, len, "%s/%s", exe, name) >= len)
+		return -1;
+	if (stat(out, &sb) == -1 || !S_ISREG(sb.st_mode) ||
+	    (sb.st_mode & 0111) == 0)
+		return -1;
+	return 0;
+}

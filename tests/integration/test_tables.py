@@ -61,5 +61,44 @@ def test_sighup_reload():
     d.stop()
 
 
+NEWALIASES = """\
+listen on @HOST@ port @PORT@ hostname @HOSTNAME@
+table aliases db:@TMP@/aliases.db
+action "local" maildir "@MAILDIR@"@USER_OPT@ virtual <aliases>
+match from any for domain "example.org" action "local"
+"""
+
+
+def test_newaliases():
+    """newaliases rebuilds a db aliases table from its source and the
+    running daemon answers from the new one"""
+    d = h.Daemon("newaliases", NEWALIASES)
+    write(d, "aliases", "info@example.org %s\n" % (d.user or "root"))
+    newaliases = os.path.join(h.BUILDDIR, "sendmail")
+    env = dict(os.environ, MODSMTPD_CONF=d.conf, MODSMTPD_SPOOL=d.spool)
+
+    def run():
+        import subprocess
+        return subprocess.run([newaliases, "-bi"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=60)
+    p = run()
+    assert p.returncode == 0 and b"aliases.db rebuilt from" in p.stdout, p
+    d.start()
+    assert rcpt(d, "info@example.org") == 250
+    assert rcpt(d, "sales@example.org") == 550
+    who = d.user or "root"
+    write(d, "aliases", "info@example.org %s\nsales@example.org %s\n" % (who, who))
+    since = d.log_size()
+    p = run()
+    assert p.returncode == 0 and b"reads its tables again" in p.stdout, p
+    d.wait_log(r"lookup: tables updated", since=since)
+    assert rcpt(d, "sales@example.org") == 250, "sales after newaliases"
+    write(d, "aliases", "info@example.org %s\ninfo@example.org again\n" % (d.user or "root"))
+    p = run()
+    assert p.returncode == 1 and b"aliases:2:" in p.stderr, p
+    assert rcpt(d, "sales@example.org") == 250, "a failed rebuild lost the table"
+    d.stop()
+
+
 if __name__ == "__main__":
-    h.run_checks([test_sighup_reload])
+    h.run_checks([test_sighup_reload, test_newaliases])
