@@ -718,6 +718,7 @@ struct module {
 	const struct msd_host	*host;
 	void			*ops;		/* zero-filled copy of desc.ops */
 	size_t			 opslen;	/* our size of that kind's ops */
+	pid_t			 init_pid;	/* the process init ran in */
 };
 
 void		 module_init(const char *config_path);

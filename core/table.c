@@ -965,6 +965,16 @@ mod_open(struct table *t, int flags, char *err, size_t errlen)
 
 	if ((m = mod_for_type(t, &config, err, errlen)) == NULL)
 		return NULL;
+	/* init once per process that uses the module, as for every kind */
+	if (m->desc.init != NULL && m->init_pid != getpid()) {
+		if (m->desc.init(m->host) != MSD_OK) {
+			snprintf(err, errlen, "table backend \"%s\" failed to"
+			    " start (see the log)", type);
+			free(config);
+			return NULL;
+		}
+		m->init_pid = getpid();
+	}
 	mt = xcalloc(1, sizeof(*mt));
 	mt->mod = m;
 	mt->ops = module_ops(m, sizeof(*mt->ops));
