@@ -98,6 +98,88 @@ def test_table_passwd_imsg():
         "too few table-passwd checks ran"
 
 
+DAEMON_CONFIG = """\
+listen on @HOST@ port @PORT@ hostname @HOSTNAME@
+table vusers sqlite:@TMP@/sqlite.conf
+action "virtual" maildir "@MAILDIR@"@USER_OPT@ virtual <vusers>
+match from any for domain "virt.example" action "virtual"
+"""
+
+
+def rcpt_code(d, addr):
+    with d.connect() as c:
+        c.greet()
+        c.expect("MAIL FROM:<sender@client.test>", 250)
+        return c.cmd("RCPT TO:<%s>" % addr).code
+
+
+def program_pid(d, program):
+    """The pid of the copy of program that the lookup role runs."""
+    lookup = d.role_pids().get("lookup")
+    for pid in h.children(lookup) if lookup else ():
+        try:
+            if os.readlink("/proc/%d/exe" % pid) == program:
+                return pid
+        except OSError:
+            pass
+    return None
+
+
+def test_extras_sqlite_through_daemon():
+    """Debian's table-sqlite serves virtual users to the daemon (a type
+    with no module of ours in the way: the module path holds none); killed
+    mid-run, lookups get 4xx, then it is restarted and answers again"""
+    why = os.environ.get(SKIP_ENV)
+    if why:
+        print("skip: opensmtpd-extras cannot be downloaded (%s)" % why)
+        return
+    import sqlite3
+    program = os.path.join(LIBEXEC, "table-sqlite")
+    d = h.Daemon("extras-sqlite", DAEMON_CONFIG)
+    db = os.path.join(d.tmp, "virt.sqlite")
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE virtuals (email TEXT, destination TEXT)")
+    con.execute("INSERT INTO virtuals VALUES ('alice@virt.example', 'alice')")
+    con.commit()
+    con.close()
+    os.chmod(db, 0o644)
+    with open(os.path.join(d.tmp, "sqlite.conf"), "w") as f:
+        f.write("dbpath %s\nquery_alias SELECT destination FROM virtuals"
+                " WHERE email=?\n" % db)
+    # Only the queue and mda modules: "sqlite" must resolve to the program.
+    mods = tempfile.mkdtemp(prefix="msd-mods-")
+    os.chmod(mods, 0o755)
+    for kind, name in (("queue", "fs"), ("mda", "maildir"), ("table", "proc")):
+        os.makedirs(os.path.join(mods, kind), exist_ok=True)
+        shutil.copy(os.path.join(h.MODULE_PATH, kind, name, ".libs", name + ".so"),
+                    os.path.join(mods, kind, name + ".so"))
+    saved = dict(os.environ)
+    os.environ["MODSMTPD_MODULE_PATH"] = mods
+    os.environ["MODSMTPD_TABLE_DIR"] = LIBEXEC
+    h._staged[:] = [mods]
+    try:
+        d.start()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    try:
+        assert rcpt_code(d, "alice@virt.example") == 250
+        assert rcpt_code(d, "bob@virt.example") == 550
+        pid = h.wait_for(lambda: program_pid(d, program),
+                         what="table-sqlite under the lookup role")
+        os.kill(pid, 9)
+        assert rcpt_code(d, "alice@virt.example") == 451, \
+            "a dead table program must give a temporary failure"
+        h.wait_for(lambda: rcpt_code(d, "alice@virt.example") == 250, timeout=30,
+                   what="table-sqlite restarted and answering")
+        assert d.running(), "the daemon exited with its table program"
+        d.wait_log(r"table vusers|vusers")
+    finally:
+        h._staged[:] = []
+        d.stop()
+        shutil.rmtree(mods, ignore_errors=True)
+
+
 if __name__ == "__main__":
     # Before the harness moves us into a namespace without a network.
     if SKIP_ENV not in os.environ and not os.access(PROGRAM, os.X_OK):
@@ -105,4 +187,4 @@ if __name__ == "__main__":
             else prepare()
         if reason:
             os.environ[SKIP_ENV] = reason
-    h.run_checks([test_table_passwd_imsg])
+    h.run_checks([test_table_passwd_imsg, test_extras_sqlite_through_daemon])
