@@ -236,6 +236,9 @@ host_config_get(const char *key)
 		return env.conf ? env.conf->hostname : NULL;
 	if (strcmp(key, "spool") == 0)
 		return env.spool[0] ? env.spool : NULL;
+	/* The unprivileged user the roles run as; NULL when not root. */
+	if (strcmp(key, "user") == 0)
+		return geteuid() == 0 ? SMTPD_USER : NULL;
 	if (strcmp(key, "module-path") == 0) {
 		if (env.conf && env.conf->module_path)
 			return env.conf->module_path;

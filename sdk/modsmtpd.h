@@ -116,7 +116,12 @@ struct msd_host {
 
 	void		(*log)(int level, const char *fmt, ...)
 			    __attribute__((format(printf, 2, 3)));
-	/* Global settings: "hostname", "spool", "module-path". NULL if unset. */
+	/*
+	 * Global settings: "hostname", "spool", "module-path", and "user"
+	 * (the unprivileged user the daemon's roles run as, when the caller
+	 * is root: what a module should run helper programs as).  NULL if
+	 * unset.
+	 */
 	const char	*(*config_get)(const char *key);
 	/*
 	 * The host's event loop; modules never run one of their own.  A timer

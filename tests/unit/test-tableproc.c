@@ -26,6 +26,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -355,6 +356,15 @@ test_what_it_sees(const char *logpath)
 	ok(has(log, want, "log"), "argv[1] is what follows \"test:\"");
 	ok(has(log, " fds=0,1,2\n", "log"),
 	    "the program has fds 0, 1 and 2 and no other");
+	if (geteuid() == 0) {
+		struct stat	 sb;
+		struct passwd	*pw = getpwnam(SMTPD_USER);
+
+		ok(stat(logpath, &sb) == 0 && pw != NULL &&
+		    sb.st_uid == pw->pw_uid, "as root, the program runs as "
+		    SMTPD_USER ", never as root");
+	} else
+		skip("not root: the program runs as we do");
 	ok(has(log, "PATH=/usr/local/sbin:", "log") &&
 	    strstr(log, CANARY) == NULL,
 	    "its environment is PATH, not ours");
@@ -751,6 +761,12 @@ main(int argc, char *argv[])
 	mkpath(root, sizeof(root), "/tmp/test-tableproc.XXXXXX");
 	if (mkdtemp(root) == NULL)
 		fatal("mkdtemp");
+	/*
+	 * As root the programs run as the daemon's user: they must reach
+	 * the directory and write their logs into it.
+	 */
+	if (chmod(root, 01777) == -1)
+		fatal("chmod %s", root);
 	/* Must not reach the programs: their environment is PATH only. */
 	setenv(CANARY, "1", 1);
 	setenv("MODSMTPD_TABLE_DIR", root, 1);

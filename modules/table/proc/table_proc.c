@@ -41,8 +41,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -366,13 +368,24 @@ close_from(int lowfd, long maxfd)
  * The socket goes above 2 first, so that neither dup2 is a no-op that
  * would leave close-on-exec set on fd 0 or 1.
  */
+/* Who the program runs as when we are root; uid 0 means "as we are". */
+struct tp_cred {
+	uid_t	 uid;
+	gid_t	 gid;
+};
+
 static void __attribute__((noreturn))
 tp_exec(const char *prog, int sock, int other, long maxfd,
-    char *const argv[], char *const envp[])
+    char *const argv[], char *const envp[], const struct tp_cred *cred)
 {
 	struct sigaction	 sa;
 	sigset_t		 set;
 	int			 fd, sig;
+
+	if (cred->uid != 0 && (setgroups(1, &cred->gid) == -1 ||
+	    setresgid(cred->gid, cred->gid, cred->gid) == -1 ||
+	    setresuid(cred->uid, cred->uid, cred->uid) == -1))
+		_exit(127);
 
 	if ((fd = fcntl(sock, F_DUPFD, 3)) == -1 ||
 	    dup2(fd, STDIN_FILENO) == -1 || dup2(fd, STDOUT_FILENO) == -1)
@@ -398,13 +411,42 @@ tp_exec(const char *prog, int sock, int other, long maxfd,
 	_exit(127);
 }
 
+/*
+ * A table program is third-party code: as root (the parent checks the
+ * configuration with the tables open) it runs as the daemon's
+ * unprivileged user instead, as it does under the lookup role.
+ */
+static int
+tp_cred(struct tproc *t, struct tp_cred *cred)
+{
+	const struct passwd	*pw;
+	const char		*user;
+
+	cred->uid = 0;
+	cred->gid = 0;
+	if (geteuid() != 0)
+		return 0;
+	user = t->host->config_get ? t->host->config_get("user") : NULL;
+	if (user == NULL || (pw = getpwnam(user)) == NULL || pw->pw_uid == 0)
+		return tp_error(t, "refusing to run %s as root (no"
+		    " unprivileged user%s%s)", t->label, user ? " " : "",
+		    user ? user : "");
+	cred->uid = pw->pw_uid;
+	cred->gid = pw->pw_gid;
+	return 0;
+}
+
 static int
 tp_spawn(struct tproc *t)
 {
-	char	*argv[3], *envp[2];
-	long	 maxfd = sysconf(_SC_OPEN_MAX);
-	pid_t	 pid;
-	int	 sv[2];
+	struct tp_cred	 cred;
+	char		*argv[3], *envp[2];
+	long		 maxfd = sysconf(_SC_OPEN_MAX);
+	pid_t		 pid;
+	int		 sv[2];
+
+	if (tp_cred(t, &cred) == -1)
+		return -1;
 
 	argv[0] = t->name;
 	argv[1] = t->arg;
@@ -420,7 +462,7 @@ tp_spawn(struct tproc *t)
 	}
 	if (pid == 0)
 		tp_exec(t->prog, sv[1], sv[0], maxfd > 0 ? maxfd : 1024,
-		    argv, envp);
+		    argv, envp, &cred);
 	close(sv[1]);
 	t->fd = sv[0];
 	t->pid = pid;
