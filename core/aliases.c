@@ -48,6 +48,7 @@ struct xnode {
 	char			 addr[SMTPD_MAXADDR];	/* reached as */
 	char			*runas;		/* files and commands */
 	int			 depth;
+	int			 user_known;	/* looked up for its .forward */
 };
 
 struct expansion {
@@ -430,7 +431,7 @@ xp_mailbox(struct expansion *x, struct xnode *n)
 		    " method in aliases or .forward", x->rcpt);
 		return;
 	}
-	if (!xp_user_ok(x, a, n->value))
+	if (!n->user_known && !xp_user_ok(x, a, n->value))
 		return;
 	if (n->addr[0] != '\0')
 		msd_strlcpy(dest, n->addr, sizeof(dest));
@@ -454,6 +455,7 @@ xp_forward_ask(struct expansion *x, struct xnode *n)
 		xp_mailbox(x, n);	/* reports the unknown user */
 		return;
 	}
+	n->user_known = 1;
 	x->waiting = n;
 	o = ipc_begin(env.peer[ROLE_PARENT], IMSG_LKA_FORWARD);
 	ipc_put_u64(o, x->id);

@@ -4,10 +4,8 @@
  * lives in the queue role's memory and spool, which no user can read;
  * the control role answers root and the daemon's own user.
  */
-#include <sys/socket.h>
-#include <sys/un.h>
-
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,28 +21,18 @@
 static FILE *
 mailq_connect(const char *spool)
 {
-	struct sockaddr_un	 sun;
-	char			 path[2][sizeof(sun.sun_path)];
-	size_t			 i;
-	FILE			*fp;
-	int			 fd;
+	char	 path[PATH_MAX];
+	FILE	*fp;
+	int	 fd;
 
-	snprintf(path[0], sizeof(path[0]), "%s/smtpd.sock", spool);
-	msd_strlcpy(path[1], "/run/smtpd.sock", sizeof(path[1]));
-	for (i = 0; i < 2; i++) {
-		memset(&sun, 0, sizeof(sun));
-		sun.sun_family = AF_UNIX;
-		msd_strlcpy(sun.sun_path, path[i], sizeof(sun.sun_path));
-		if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
-			return NULL;
-		if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
-			if ((fp = fdopen(fd, "r+")) == NULL)
-				close(fd);
-			return fp;
-		}
+	if ((size_t)snprintf(path, sizeof(path), "%s/smtpd.sock", spool) >=
+	    sizeof(path) || (fd = unix_connect(path)) == -1)
+		fd = unix_connect("/run/smtpd.sock");
+	if (fd == -1)
+		return NULL;
+	if ((fp = fdopen(fd, "r+")) == NULL)
 		close(fd);
-	}
-	return NULL;
+	return fp;
 }
 
 /* Splits a tab-separated line in place; the count of fields. */

@@ -223,28 +223,6 @@ check_aliases(struct mm_build *b, const char *key, const char *value)
 
 /* ------------------------------------------------------------ parse */
 
-static void
-trim(char **s)
-{
-	char	*p = *s;
-	size_t	 len;
-
-	while (isspace((unsigned char)*p))
-		p++;
-	len = strlen(p);
-	while (len > 0 && isspace((unsigned char)p[len - 1]))
-		p[--len] = '\0';
-	*s = p;
-}
-
-/* "# @list" before the first entry makes the file a list. */
-static int
-is_list_marker(const char *comment)
-{
-	comment += strspn(comment, " \t");
-	return strcmp(comment, "@list") == 0;
-}
-
 /* key (lowercased) and value, each with its NUL; duplicates refused. */
 static int
 mm_put(struct mm_build *b, char *key, const char *value)
@@ -289,26 +267,21 @@ mm_decide(struct mm_build *b, int has_value)
 static int
 mm_line(struct mm_build *b, char *line)
 {
-	char	*key = line, *sep;
+	char	*key, *sep, *value;
 
-	trim(&key);
-	if (*key == '\0')
+	switch (table_line(line, &key, &sep)) {
+	case TLINE_SKIP:
 		return 0;
-	if (*key == '#') {
-		if (!b->decided && is_list_marker(key + 1))
+	case TLINE_LIST:
+		if (!b->decided)
 			b->decided = b->list = b->marker = 1;
 		return 0;
+	case TLINE_BAD:
+		line_error(b, "no ']' closes \"%.40s\"", key);
+		return -1;
+	case TLINE_ENTRY:
+		break;
 	}
-	if (*key == '[') {
-		if ((sep = strchr(key, ']')) == NULL) {
-			line_error(b, "no ']' closes \"%.40s\"", key);
-			return -1;
-		}
-		/* "[v6]/len": the prefix length is part of the key */
-		sep++;
-		sep += strcspn(sep, " \t:");
-	} else
-		sep = key + strcspn(key, " \t:");
 	mm_decide(b, *sep != '\0');
 	if (b->list && b->type != MM_SET) {
 		if (b->marker)
@@ -321,16 +294,11 @@ mm_line(struct mm_build *b, char *line)
 	}
 	if (b->list)
 		return mm_put(b, key, MM_SET_VALUE);
-	/* One separator, then blanks: "key : v" gives ": v", as upstream. */
-	if (*sep != '\0') {
-		*sep++ = '\0';
-		sep += strspn(sep, " \t");
-	}
-	if (*sep == '\0') {
+	if (*(value = table_line_value(sep)) == '\0') {
 		line_error(b, "key \"%.40s\" has no value", key);
 		return -1;
 	}
-	return mm_put(b, key, sep);
+	return mm_put(b, key, value);
 }
 
 static int

@@ -14,7 +14,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
-#include <sys/un.h>
 
 #include <ctype.h>
 #include <errno.h>
@@ -532,25 +531,17 @@ msgid_header(void)
 static int
 submit_connect(const char *spool)
 {
-	struct sockaddr_un	 sun;
-	struct timeval		 tv = { REPLY_TIMEOUT, 0 };
-	int			 fd, saved;
+	struct timeval	 tv = { REPLY_TIMEOUT, 0 };
+	char		 path[PATH_MAX];
+	int		 fd;
 
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	if ((size_t)snprintf(sun.sun_path, sizeof(sun.sun_path), "%s/%s",
-	    spool, SUBMIT_SOCK) >= sizeof(sun.sun_path)) {
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", spool,
+	    SUBMIT_SOCK) >= sizeof(path)) {
 		errno = ENAMETOOLONG;
 		return -1;
 	}
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
+	if ((fd = unix_connect(path)) == -1)
 		return -1;
-	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
-		saved = errno;
-		close(fd);
-		errno = saved;
-		return -1;
-	}
 	/* A daemon that stops answering must not hang cron forever. */
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));

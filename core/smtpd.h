@@ -491,6 +491,17 @@ int		 table_match(struct table *, enum table_service, const char *key);
 int		 table_lookup(struct table *, enum table_service, const char *key,
 		    char *value, size_t len);
 const char	*table_service_name(enum table_service);
+/* One line of a table(5) text file, split in place (makemap reads them too). */
+enum table_line {
+	TLINE_SKIP,		/* blank or comment */
+	TLINE_LIST,		/* the "# @list" comment */
+	TLINE_ENTRY,		/* *key, and *sep where the key ends */
+	TLINE_BAD,		/* a '[' key without ']': *key for the error */
+};
+enum table_line	 table_line(char *line, char **key, char **sep);
+/* Ends a map line's key at sep; the value, "" when there is none. */
+char		*table_line_value(char *sep);
+
 /* A delivery user: from the userbase table (userinfo), else the system. */
 struct userinfo {
 	char	 name[64];
@@ -584,6 +595,8 @@ int	 addr_split(const char *addr, char *user, size_t ulen,
 	    char *domain, size_t dlen);
 /* Lowercases ASCII in place. */
 void	 lowercase(char *);
+/* A stream socket connected to a UNIX socket path; -1 with errno set. */
+int	 unix_connect(const char *path);
 /* A program next to the running one ("sendmail"); 0 or -1. */
 int	 program_path(const char *name, char *out, size_t len);
 void	 subaddr_strip(char *user, char delim);

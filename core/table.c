@@ -681,55 +681,81 @@ trim(char **s)
  * are trimmed; blank lines and lines starting with '#' are skipped (a '#'
  * later in a line is data: passwords and alias targets may hold one).  The
  * key ends at the first space, tab or ':', or after the ']' of a key
- * starting with '['.  The first entry decides: a key alone makes a list, a
- * key with a value a map.  In a list the whole line is the entry; in a map
- * one separator and the blanks after it are dropped and the rest of the
- * line, commas and all, is the value.
+ * starting with '[' (and its "/len" prefix length, for networks): *sep
+ * points there, at '\0' for a key alone.  Nothing is cut yet: in a list
+ * the whole line is the entry; table_line_value() cuts a map's line.
+ */
+enum table_line
+table_line(char *line, char **key, char **sep)
+{
+	char	*k = line;
+
+	trim(&k);
+	*key = k;
+	*sep = NULL;
+	if (*k == '\0')
+		return TLINE_SKIP;
+	if (*k == '#')
+		return is_list_marker(k + 1) ? TLINE_LIST : TLINE_SKIP;
+	if (*k == '[') {
+		if ((*sep = strchr(k, ']')) == NULL)
+			return TLINE_BAD;
+		(*sep)++;
+		*sep += strcspn(*sep, " \t:");
+	} else
+		*sep = k + strcspn(k, " \t:");
+	return TLINE_ENTRY;
+}
+
+/* One separator, then blanks: "key : v" gives ": v", as upstream. */
+char *
+table_line_value(char *sep)
+{
+	if (*sep != '\0') {
+		*sep++ = '\0';
+		sep += strspn(sep, " \t");
+	}
+	return sep;
+}
+
+/*
+ * The first entry decides: a key alone makes a list, a key with a value a
+ * map.  In a map the rest of the line, commas and all, is the value.
  */
 static int
 file_line(struct mem_table *mt, char *line, int lineno, int *decided,
     char *err, size_t errlen)
 {
-	char	*key = line, *sep;
+	char	*key, *sep, *value;
 
-	trim(&key);
-	if (*key == '\0')
+	switch (table_line(line, &key, &sep)) {
+	case TLINE_SKIP:
 		return 0;
-	if (*key == '#') {
-		if (!*decided && is_list_marker(key + 1)) {
+	case TLINE_LIST:
+		if (!*decided) {
 			mt->kind = TABLE_LIST;
 			*decided = 1;
 		}
 		return 0;
+	case TLINE_BAD:
+		mem_err(mt, lineno, err, errlen, "no ']' closes \"%.40s\"",
+		    key);
+		return -1;
+	case TLINE_ENTRY:
+		break;
 	}
-	if (*key == '[') {
-		if ((sep = strchr(key, ']')) == NULL) {
-			mem_err(mt, lineno, err, errlen, "no ']' closes "
-			    "\"%.40s\"", key);
-			return -1;
-		}
-		/* "[v6]/len": the prefix length is part of the key */
-		sep++;
-		sep += strcspn(sep, " \t:");
-	} else
-		sep = key + strcspn(key, " \t:");
 	if (!*decided) {
 		mt->kind = *sep == '\0' ? TABLE_LIST : TABLE_MAP;
 		*decided = 1;
 	}
 	if (mt->kind == TABLE_LIST)
 		return mem_add(mt, key, NULL, lineno, err, errlen);
-	/* One separator, then blanks: "key : v" gives ": v", as upstream. */
-	if (*sep != '\0') {
-		*sep++ = '\0';
-		sep += strspn(sep, " \t");
-	}
-	if (*sep == '\0') {
+	if (*(value = table_line_value(sep)) == '\0') {
 		mem_err(mt, lineno, err, errlen, "key \"%.40s\" has no value "
 		    "in a map", key);
 		return -1;
 	}
-	return mem_add(mt, key, sep, lineno, err, errlen);
+	return mem_add(mt, key, value, lineno, err, errlen);
 }
 
 static int

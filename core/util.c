@@ -2,7 +2,9 @@
  * util.c - small helpers shared by the daemon and its tools: the allocation
  * family that aborts on failure, bounded string copies, address text.
  */
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -258,4 +260,29 @@ program_path(const char *name, char *out, size_t len)
 	    (sb.st_mode & 0111) == 0)
 		return -1;
 	return 0;
+}
+
+/* A connected stream socket to a UNIX socket path; -1 with errno set. */
+int
+unix_connect(const char *path)
+{
+	struct sockaddr_un	 sun;
+	int			 fd, saved;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (msd_strlcpy(sun.sun_path, path, sizeof(sun.sun_path)) >=
+	    sizeof(sun.sun_path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
+		return -1;
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
 }

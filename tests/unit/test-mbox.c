@@ -26,6 +26,7 @@
 
 #include "smtpd.h"
 #include "tap.h"
+#include "testutil.h"
 
 #ifndef TOP_BUILDDIR
 #error "TOP_BUILDDIR must name the build tree"
@@ -43,19 +44,6 @@ static char	 filebuf[1024 * 1024];		/* last read_file */
 static time_t	 t_begin;			/* no From_ date before */
 
 /* ------------------------------------------------------------- helpers */
-
-static void __attribute__((format(printf, 3, 4)))
-mkpath(char *buf, size_t size, const char *fmt, ...)
-{
-	va_list	 ap;
-	int	 n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(buf, size, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= size)
-		fatalx("path too long: %s", buf);
-}
 
 static int	 cap_saved = -1;
 static char	 cap_path[PATH_MAX];
@@ -171,12 +159,6 @@ now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int
-rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
 }
 
 static void

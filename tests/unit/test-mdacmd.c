@@ -21,6 +21,7 @@
 
 #include "smtpd.h"
 #include "tap.h"
+#include "testutil.h"
 
 #ifndef TOP_BUILDDIR
 #error "TOP_BUILDDIR must name the build tree"
@@ -40,19 +41,6 @@ static struct msd_result	 res;
 static char			 filebuf[FILEBUF];	/* read_file's */
 
 /* ------------------------------------------------------------- helpers */
-
-static void __attribute__((format(printf, 3, 4)))
-mkpath(char *buf, size_t size, const char *fmt, ...)
-{
-	va_list	 ap;
-	int	 n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(buf, size, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= size)
-		fatalx("path too long: %s", buf);
-}
 
 /* root/name into filebuf, NUL-terminated; -1 if missing or too large. */
 static ssize_t
@@ -75,15 +63,6 @@ read_file(const char *name)
 		return -1;
 	unlink(path);	/* so the next check sees only its own run */
 	return (ssize_t)len;
-}
-
-static int
-rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
 }
 
 static void

@@ -20,6 +20,7 @@
 
 #include "smtpd.h"
 #include "tap.h"
+#include "testutil.h"
 
 #ifndef TOP_BUILDDIR
 #error "TOP_BUILDDIR must name the build tree"
@@ -36,19 +37,6 @@ static char	 logbuf[8192];			/* last captured stderr */
 
 static int	 cap_saved = -1;
 static char	 cap_path[PATH_MAX];
-
-static void __attribute__((format(printf, 3, 4)))
-mkpath(char *buf, size_t size, const char *fmt, ...)
-{
-	va_list	 ap;
-	int	 n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(buf, size, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= size)
-		fatalx("path too long: %s", buf);
-}
 
 /* log_init(1, ...) writes to fd 2: point it at a file for a while. */
 static void
@@ -156,12 +144,6 @@ count_dir(const char *dir, char *name, size_t size)
 	}
 	closedir(d);
 	return n;
-}
-
-static int
-rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
 }
 
 static void

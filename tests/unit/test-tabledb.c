@@ -24,6 +24,7 @@
 
 #include "smtpd.h"
 #include "tap.h"
+#include "testutil.h"
 
 #ifndef TOP_BUILDDIR
 #error "TOP_BUILDDIR must name the build tree"
@@ -42,19 +43,6 @@ static const struct msd_table_ops *ops;
 static struct module *mod;
 
 /* ------------------------------------------------------------- helpers */
-
-static void __attribute__((format(printf, 3, 4)))
-mkpath(char *buf, size_t size, const char *fmt, ...)
-{
-	va_list	 ap;
-	int	 n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(buf, size, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= size)
-		fatalx("path too long: %s", buf);
-}
 
 /* root/name, in a static buffer of its own per call site's slot. */
 static const char *
@@ -118,12 +106,6 @@ leftover(const char *prefix)
 			found = 1;
 	closedir(d);
 	return found;
-}
-
-static int
-rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
 }
 
 static void

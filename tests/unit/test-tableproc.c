@@ -37,6 +37,7 @@
 
 #include "smtpd.h"
 #include "tap.h"
+#include "testutil.h"
 
 #ifndef TOP_BUILDDIR
 #error "TOP_BUILDDIR must name the build tree"
@@ -61,19 +62,6 @@ static struct msd_host			 th;	/* its host, log captured */
 static const struct msd_table_ops	*ops;
 
 /* ------------------------------------------------------------- helpers */
-
-static void __attribute__((format(printf, 3, 4)))
-mkpath(char *buf, size_t size, const char *fmt, ...)
-{
-	va_list	 ap;
-	int	 n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(buf, size, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= size)
-		fatalx("path too long: %s", buf);
-}
 
 static void __attribute__((format(printf, 2, 3)))
 test_log(int level, const char *fmt, ...)
@@ -234,12 +222,6 @@ static int
 pid_gone(pid_t pid)
 {
 	return pid > 0 && kill(pid, 0) == -1 && errno == ESRCH;
-}
-
-static int
-rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
 }
 
 /* --------------------------------------------------------- line protocol */
