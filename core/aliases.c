@@ -68,6 +68,7 @@ struct expansion {
 	size_t			 nres;
 	size_t			 rescap;
 	struct xnode		*waiting;	/* for its .forward */
+	struct table_cache	*cache;		/* answers of worker tables */
 	uint32_t		 status;	/* LKA_* once failed */
 	char			 error[256];	/* the reply then */
 };
@@ -465,8 +466,8 @@ xp_forward_ask(struct expansion *x, struct xnode *n)
 	ipc_end(o, -1);
 }
 
-/* Returns 1 when the expansion must wait for the parent. */
-static int
+/* Sets x->waiting when the expansion must wait for the parent. */
+static void
 xp_user(struct expansion *x, struct xnode *n)
 {
 	const struct action	*a = n->action;
@@ -481,7 +482,7 @@ xp_user(struct expansion *x, struct xnode *n)
 			    ALIAS_USER);
 		free(value);
 		if (r != 0)
-			return 0;
+			return;
 	}
 	/*
 	 * .forward files are read for users with their own uid: with
@@ -490,10 +491,9 @@ xp_user(struct expansion *x, struct xnode *n)
 	if (env.privileged && a->user == NULL && a->userbase == NULL &&
 	    a->method != A_RELAY) {
 		xp_forward_ask(x, n);
-		return x->waiting != NULL;
+		return;
 	}
 	xp_mailbox(x, n);
-	return 0;
 }
 
 /* Reads at most FORWARD_MAX bytes; NULL on error (errno set). */
@@ -548,7 +548,55 @@ xp_include(struct expansion *x, struct xnode *n)
 	free(buf);
 }
 
-/* Runs nodes until done or until waiting for the parent. */
+/* One node; x->waiting is set when it waits for the parent. */
+static void
+xp_node(struct expansion *x, struct xnode *n)
+{
+	switch (n->kind) {
+	case X_ADDRESS:
+		xp_address(x, n);
+		break;
+	case X_USER:
+		xp_user(x, n);
+		break;
+	case X_MAILBOX:
+		xp_mailbox(x, n);
+		break;
+	case X_FILE:
+	case X_COMMAND:
+		if (n->action->method == A_FORWARD_ONLY) {
+			xp_fail(x, LKA_REJECT, "550 5.1.1 <%.200s>:"
+			    " forward-only accepts remote addresses"
+			    " only", x->rcpt);
+			break;
+		}
+		xp_result(x, n, n->action, x->rcpt,
+		    n->runas ? n->runas : ALIAS_USER,
+		    n->kind == X_FILE ? DLV_FILE : DLV_COMMAND,
+		    n->value);
+		break;
+	case X_INCLUDE:
+		xp_include(x, n);
+		break;
+	}
+}
+
+/*
+ * A node whose table answers are not in yet: back on the stack, as if it
+ * had not run (every node looks its tables up before it changes anything),
+ * to run again when they are.
+ */
+static void
+xp_undo(struct expansion *x, struct xnode *n)
+{
+	x->seen = n->next;
+	n->next = x->todo;
+	x->todo = n;
+	x->status = LKA_OK;
+	x->error[0] = '\0';
+}
+
+/* Runs nodes until done or until waiting for the parent or a table. */
 static void
 xp_step(struct expansion *x)
 {
@@ -558,34 +606,15 @@ xp_step(struct expansion *x)
 		x->todo = n->next;
 		n->next = x->seen;
 		x->seen = n;
-		switch (n->kind) {
-		case X_ADDRESS:
-			xp_address(x, n);
-			break;
-		case X_USER:
-			if (xp_user(x, n))
-				return;
-			break;
-		case X_MAILBOX:
-			xp_mailbox(x, n);
-			break;
-		case X_FILE:
-		case X_COMMAND:
-			if (n->action->method == A_FORWARD_ONLY) {
-				xp_fail(x, LKA_REJECT, "550 5.1.1 <%.200s>:"
-				    " forward-only accepts remote addresses"
-				    " only", x->rcpt);
-				break;
-			}
-			xp_result(x, n, n->action, x->rcpt,
-			    n->runas ? n->runas : ALIAS_USER,
-			    n->kind == X_FILE ? DLV_FILE : DLV_COMMAND,
-			    n->value);
-			break;
-		case X_INCLUDE:
-			xp_include(x, n);
-			break;
+		table_cache_use(x->cache);
+		xp_node(x, n);
+		table_cache_use(NULL);
+		if (table_cache_blocked(x->cache)) {
+			xp_undo(x, n);
+			return;
 		}
+		if (x->waiting != NULL)
+			return;
 	}
 }
 
@@ -655,6 +684,7 @@ xp_free(struct expansion *x)
 			*p = x->next;
 			break;
 		}
+	table_cache_free(x->cache);
 	xlist_free(x->todo);
 	xlist_free(x->seen);
 	free(x->res);
@@ -670,10 +700,17 @@ static void
 xp_run(struct expansion *x)
 {
 	xp_step(x);
-	if (x->waiting != NULL)
+	if (x->waiting != NULL || table_cache_pending(x->cache) > 0)
 		return;
 	xp_reply(x);
 	xp_free(x);
+}
+
+/* The table answers a walk waited for are in. */
+static void
+xp_resume(void *arg)
+{
+	xp_run(arg);
 }
 
 static char *
@@ -718,6 +755,7 @@ aliases_expand(struct ipc_msg *m, enum smtpd_role from)
 	x->rcpt = xstrdup(rcpt);
 	x->id = ++next_id;
 	x->status = LKA_OK;
+	x->cache = table_cache_new(xp_resume, x);
 	x->next = expansions;
 	expansions = x;
 	xp_push(x, NULL, X_ADDRESS, rcpt, NULL, NULL);

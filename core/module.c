@@ -239,6 +239,9 @@ host_config_get(const char *key)
 	/* The unprivileged user the roles run as; NULL when not root. */
 	if (strcmp(key, "user") == 0)
 		return geteuid() == 0 ? SMTPD_USER : NULL;
+	/* What a blocking table may take for one answer (table_async.c). */
+	if (strcmp(key, "table-timeout") == 0)
+		return TABLE_TIMEOUT_STR;
 	if (strcmp(key, "module-path") == 0) {
 		if (env.conf && env.conf->module_path)
 			return env.conf->module_path;

@@ -483,8 +483,40 @@ int		 table_open_all(struct config *);
 void		 table_close(struct table *);
 /* Reads every table again, keeping the old contents on error; failures. */
 int		 table_update_all(struct config *);
-/* In the lookup role after fork: its own lookup-style backends; 0 or -1. */
+/*
+ * In the lookup role after fork: its own lookup-style backends, or a
+ * worker process (table_async.c) for those that may block; 0 or -1.
+ */
 int		 table_reopen_lookups(struct config *);
+/* Helpers of table_async.c's workers. */
+int		 table_reopen_one(struct table *);
+int		 table_update_table(struct table *);
+void		 table_detach_worker(struct table *);
+
+/*
+ * table_async.c: seconds a blocking backend may take for one answer
+ * (modules read it as the host's "table-timeout").
+ */
+#define TABLE_TIMEOUT	30
+#define TABLE_TIMEOUT_STR "30"
+struct table_worker;
+struct table_cache;
+struct table_worker *table_async_spawn(struct table *);
+void		 table_async_update(struct table_worker *);
+int		 table_async_query(struct table_worker *, int lookup,
+		    enum table_service, const char *key, char *value,
+		    size_t len);
+/*
+ * The answers one walk (a recipient's expansion) has got.  While a cache
+ * is in use, a query to a worker table that is not answered yet fails
+ * with table_cache_blocked() set; resume(arg) runs once the answers are
+ * in, and the walk then starts over.
+ */
+struct table_cache *table_cache_new(void (*resume)(void *), void *arg);
+void		 table_cache_free(struct table_cache *);
+void		 table_cache_use(struct table_cache *);
+int		 table_cache_blocked(const struct table_cache *);
+int		 table_cache_pending(const struct table_cache *);
 /* 1: key matches an entry for the service, 0: no, -1: temporary failure. */
 int		 table_match(struct table *, enum table_service, const char *key);
 /* 1: found, value copied; 0: not found; -1: temporary failure / too long. */
@@ -617,6 +649,10 @@ enum ipc_type {
 	IMSG_LKA_FORWARD,		/* lookup -> parent: id, user, home, uid */
 	IMSG_LKA_FORWARD_RESULT,	/* id, FORWARD_* [+fd] */
 	IMSG_LKA_UPDATE_TABLES,		/* parent -> lookup: SIGHUP */
+	/* lookup -> a table's worker -> lookup (table_async.c) */
+	IMSG_TBL_QUERY,			/* id, op, service, key */
+	IMSG_TBL_ANSWER,		/* id, result + 1, value */
+	IMSG_TBL_UPDATE,		/* SIGHUP */
 	/* smtp -> queue -> smtp */
 	IMSG_QUEUE_CREATE,		/* reqid */
 	IMSG_QUEUE_CREATE_RESULT,	/* reqid, status, msgid [+fd] */

@@ -63,6 +63,7 @@ struct table_backend {
 	const struct table_driver	*drv;
 	void				*handle;
 	int				 flags;		/* TOPEN_* at open */
+	struct table_worker		*worker;	/* lookup role, may block */
 };
 
 /* Mail addresses of a table that carry no delimiter ignore the tag. */
@@ -1180,8 +1181,8 @@ table_open_one(struct table *t, int flags)
  * once complete, so lookups never see half a table; on error the old
  * contents stay and the reason is logged at the table's declaration.
  */
-static int
-table_update_one(struct table *t)
+int
+table_update_table(struct table *t)
 {
 	struct table_backend	*b = t->backend;
 	struct mod_table	*mt;
@@ -1226,35 +1227,67 @@ table_update_all(struct config *conf)
 	int		 failed = 0;
 
 	TAILQ_FOREACH(t, &conf->tables, entry)
-		if (t->backend != NULL && table_update_one(t) == -1)
+		if (t->backend != NULL && t->backend->worker != NULL)
+			table_async_update(t->backend->worker);
+		else if (t->backend != NULL && table_update_table(t) == -1)
 			failed++;
 	return failed;
 }
 
+/* A lookup-style module that may block answers from a worker process. */
+static int
+table_may_block(const struct table *t)
+{
+	const struct mod_table	*mt;
+
+	if (t->backend == NULL || t->backend->drv != &modlookup_driver)
+		return 0;
+	mt = t->backend->handle;
+	return (mt->mod->desc.flags & MSD_MF_MAY_BLOCK) != 0;
+}
+
 /*
  * After fork: a lookup-style backend (a database connection, a child
- * process) must not be shared with the process that opened it, so the
- * lookup role opens its own.  The inherited instance is left alone: it
+ * process) must not be shared with the process that opened it, so this
+ * process opens its own.  The inherited instance is left alone: it
  * belongs to the parent.
  */
+int
+table_reopen_one(struct table *t)
+{
+	char	 err[TABLE_ERR_MAX];
+	void	*h;
+
+	err[0] = '\0';
+	if ((h = mod_open(t, t->backend->flags, err, sizeof(err))) == NULL) {
+		table_report(t, "%s", err[0] ? err : "cannot open");
+		return -1;
+	}
+	t->backend->handle = h;
+	return 0;
+}
+
+/* In a worker: the table is served here, not through a worker. */
+void
+table_detach_worker(struct table *t)
+{
+	if (t->backend != NULL)
+		t->backend->worker = NULL;
+}
+
 int
 table_reopen_lookups(struct config *conf)
 {
 	struct table	*t;
-	char		 err[TABLE_ERR_MAX];
-	void		*h;
 
 	TAILQ_FOREACH(t, &conf->tables, entry) {
 		if (t->backend == NULL ||
 		    t->backend->drv != &modlookup_driver)
 			continue;
-		err[0] = '\0';
-		if ((h = mod_open(t, t->backend->flags, err,
-		    sizeof(err))) == NULL) {
-			table_report(t, "%s", err[0] ? err : "cannot open");
+		if (table_may_block(t))
+			t->backend->worker = table_async_spawn(t);
+		else if (table_reopen_one(t) == -1)
 			return -1;
-		}
-		t->backend->handle = h;
 	}
 	return 0;
 }
@@ -1296,6 +1329,9 @@ table_match(struct table *t, enum table_service s, const char *key)
 
 	if (table_key(t, key, lkey, sizeof(lkey)) == -1)
 		return -1;
+	if (t->backend->worker != NULL)
+		return table_async_query(t->backend->worker, 0, s, lkey, NULL,
+		    0);
 	return t->backend->drv->match(t->backend->handle, s, lkey);
 }
 
@@ -1309,6 +1345,9 @@ table_lookup(struct table *t, enum table_service s, const char *key,
 		return -1;
 	if (table_key(t, key, lkey, sizeof(lkey)) == -1)
 		return -1;
+	if (t->backend->worker != NULL)
+		return table_async_query(t->backend->worker, 1, s, lkey, value,
+		    len);
 	return t->backend->drv->lookup(t->backend->handle, s, lkey, value,
 	    len);
 }

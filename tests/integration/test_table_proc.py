@@ -114,14 +114,16 @@ def rcpt_code(d, addr):
 
 
 def program_pid(d, program):
-    """The pid of the copy of program that the lookup role runs."""
+    """The pid of the copy of program that serves the lookup role: a child
+    of the table's worker process, itself a child of the lookup role."""
     lookup = d.role_pids().get("lookup")
-    for pid in h.children(lookup) if lookup else ():
-        try:
-            if os.readlink("/proc/%d/exe" % pid) == program:
-                return pid
-        except OSError:
-            pass
+    for worker in h.children(lookup) if lookup else ():
+        for pid in h.children(worker):
+            try:
+                if os.readlink("/proc/%d/exe" % pid) == program:
+                    return pid
+            except OSError:
+                pass
     return None
 
 

@@ -49,7 +49,7 @@
 #define PROC_SO		TOP_BUILDDIR "/modules/table/proc/.libs/proc.so"
 #define EXTRAS_CACHE	"/var/cache/modsmtpd-test/opensmtpd-extras/usr/" \
 			"libexec/opensmtpd"
-#define REQUEST_MS	5000	/* the module's TP_REQUEST_MS */
+#define REQUEST_MS	5000	/* "table-timeout" of test_config_get */
 #define CANARY		"TABLEPROC_CANARY"
 
 /* Keys the test program misbehaves on (see table-test.py). */
@@ -77,6 +77,17 @@ test_log(int level, const char *fmt, ...)
 	n = strlen(logbuf);
 	logbuf[n] = '\n';
 	logbuf[n + 1] = '\0';
+}
+
+/* The daemon's host, but with a 5 s table-timeout to keep the tests short. */
+static const char *(*host_config_get)(const char *);
+
+static const char *
+test_config_get(const char *key)
+{
+	if (key != NULL && strcmp(key, "table-timeout") == 0)
+		return "5";
+	return host_config_get(key);
 }
 
 static int64_t
@@ -767,6 +778,8 @@ main(int argc, char *argv[])
 	}
 	th = *m->host;
 	th.log = test_log;
+	host_config_get = m->host->config_get;
+	th.config_get = test_config_get;
 	if (!only_extras) {
 		test_module(m);
 		test_line();

@@ -61,7 +61,8 @@
 #define PACKAGE_VERSION		"unknown"
 #endif
 
-#define TP_REQUEST_MS		5000	/* an answer, or the program dies */
+#define TP_REQUEST_MS		30000	/* an answer, or the program dies;
+					   the host's "table-timeout" first */
 #define TP_DETECT_MS		1000	/* first register line, see tp_detect */
 #define TP_CLOSE_MS		1000	/* exit after close, then SIGKILL */
 #define TP_GONE_MS		200	/* for the exit status of a closer */
@@ -167,6 +168,7 @@ struct tproc {
 	int64_t			 retry_at;	/* monotonic ms */
 	int64_t			 deadline;	/* of the exchange under way */
 	int			 limit_ms;	/* its length, for messages */
+	int			 request_ms;	/* for one answer */
 	char			 id[9];		/* of the last line request */
 	char			 err[TP_ERR_MAX];	/* why a step failed */
 	size_t			 rlen;
@@ -531,6 +533,29 @@ tp_stop(struct tproc *t, int grace_ms)
 /* ------------------------------------------------------------ the I/O */
 
 /* Starts the clock of an exchange. */
+/*
+ * How long one answer may take: the host's "table-timeout" (seconds), as
+ * the host gives blocking tables a process of their own and waits that
+ * long for them; else TP_REQUEST_MS.
+ */
+static int
+tp_timeout(const struct msd_host *host)
+{
+	const char	*v;
+	char		*end;
+	long		 s;
+
+	v = host->config_get != NULL ? host->config_get("table-timeout") :
+	    NULL;
+	if (v == NULL)
+		return TP_REQUEST_MS;
+	errno = 0;
+	s = strtol(v, &end, 10);
+	if (errno != 0 || end == v || *end != '\0' || s < 1 || s > 3600)
+		return TP_REQUEST_MS;
+	return (int)s * 1000;
+}
+
 static void
 tp_begin(struct tproc *t, int ms)
 {
@@ -733,7 +758,7 @@ hello_line(struct tproc *t, int detect)
 	    TP_SMTPD_VERSION, TP_PROTOCOL, t->name);
 	if (n < 0 || (size_t)n >= sizeof(buf))
 		return tp_error(t, "table name too long");
-	tp_begin(t, detect ? TP_DETECT_MS : TP_REQUEST_MS);
+	tp_begin(t, detect ? TP_DETECT_MS : t->request_ms);
 	if (tp_write(t, buf, n) == -1)
 		return first ? -2 : -1;
 	t->services = 0;
@@ -746,7 +771,7 @@ hello_line(struct tproc *t, int detect)
 			return first ? -2 : -1;
 		}
 		if (first)
-			tp_begin(t, TP_REQUEST_MS);
+			tp_begin(t, t->request_ms);
 		first = 0;
 		if (strcmp(line + 9, "ready") == 0)
 			break;
@@ -777,7 +802,7 @@ hello_imsg(struct tproc *t)
 	memcpy(params, &version, sizeof(version));
 	len = strlen(t->name);
 	memcpy(params + 4, t->name, len < IM_NAME_MAX ? len : IM_NAME_MAX - 1);
-	tp_begin(t, TP_REQUEST_MS);
+	tp_begin(t, t->request_ms);
 	if (tp_sendmsg(t, IM_OPEN, params, sizeof(params)) == -1 ||
 	    tp_readmsg(t, &type, &data, &len) == -1)
 		return -1;
@@ -938,7 +963,7 @@ line_call(struct tproc *t, const char *op, const char *svc,
 	    t->id, key != NULL ? "|" : "", key != NULL ? key : "");
 	if (len < 0 || (size_t)len >= sizeof(buf))
 		return tp_error(t, "request too long");
-	tp_begin(t, TP_REQUEST_MS);
+	tp_begin(t, t->request_ms);
 	if (tp_write(t, buf, len) == -1 ||
 	    tp_readline(t, 0, &line, &used) == -1)
 		return -1;
@@ -1079,7 +1104,7 @@ imsg_query(struct tproc *t, const struct service *s, const char *key,
 	memcpy(buf, &svc, sizeof(svc));
 	memcpy(buf + sizeof(svc), &nparams, sizeof(nparams));
 	memcpy(buf + sizeof(svc) + sizeof(nparams), key, klen + 1);
-	tp_begin(t, TP_REQUEST_MS);
+	tp_begin(t, t->request_ms);
 	if (tp_sendmsg(t, s->list ? IM_CHECK : IM_LOOKUP, buf,
 	    sizeof(svc) + sizeof(nparams) + klen + 1) == -1)
 		return tp_failed(t, res);
@@ -1121,6 +1146,7 @@ tp_open(const struct msd_host *host, const char *name, const char *config,
 	t->pid = -1;
 	t->fd = -1;
 	t->delay = TP_BACKOFF_MIN;
+	t->request_ms = tp_timeout(host);
 	/* The name is a field of every line request. */
 	if (strlen(name) > TP_NAME_MAX || strpbrk(name, "|\r\n") != NULL) {
 		host->log(MSD_LOG_ERR, "table %s: unusable table name for a"
@@ -1200,7 +1226,7 @@ tp_fetch(void *inst, uint32_t service, msd_result *res)
 		return line_query(t, s, "fetch", NULL, res);
 	memcpy(buf, &svc, sizeof(svc));
 	memcpy(buf + sizeof(svc), &nparams, sizeof(nparams));
-	tp_begin(t, TP_REQUEST_MS);
+	tp_begin(t, t->request_ms);
 	if (tp_sendmsg(t, IM_FETCH, buf, sizeof(buf)) == -1)
 		return tp_failed(t, res);
 	return imsg_result(t, NULL, res);
@@ -1232,7 +1258,7 @@ update_imsg(struct tproc *t)
 	size_t		 len;
 	int		 r;
 
-	tp_begin(t, TP_REQUEST_MS);
+	tp_begin(t, t->request_ms);
 	if (tp_sendmsg(t, IM_UPDATE, NULL, 0) == -1 ||
 	    tp_readmsg(t, &type, &data, &len) == -1)
 		return tp_failed(t, NULL);
@@ -1276,7 +1302,7 @@ static const struct msd_module proc_module = {
 	.abi_major = MSD_ABI_MAJOR,
 	.abi_minor = MSD_ABI_TARGET_MINOR,
 	.size = MSD_MODULE_SIZE,
-	/* A lookup may wait TP_REQUEST_MS for the program. */
+	/* A lookup may wait request_ms for the program. */
 	.flags = MSD_MF_BUILD | MSD_MF_MAY_BLOCK,
 	.kind = MSD_KIND_TABLE,
 	/* Whatever the program serves: known only once it runs. */
