@@ -2,7 +2,8 @@
  * control.c - the control role: serves the control socket that smtpctl
  * will use.  The parent binds the socket; this role runs unprivileged and
  * checks each caller's credentials.  It answers "status", and "show
- * queue" (for mailq) to root and to the user the daemon runs as.
+ * queue" (mailq) and "update table NAME" (smtpctl) to root and to the
+ * user the daemon runs as.
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -114,6 +115,37 @@ ctl_show_queue(struct ctl_conn *c)
 	ipc_end(o, -1);
 }
 
+/* Root and the daemon's user may: the answer comes from the parent. */
+static void
+ctl_update_table(struct ctl_conn *c, const char *name)
+{
+	struct ipc_out	*o;
+
+	if (c->uid != 0 && c->uid != getuid()) {
+		evbuffer_add_printf(bufferevent_get_output(c->bev),
+		    "permission denied\n");
+		return;
+	}
+	o = ipc_begin(env.peer[ROLE_PARENT], IMSG_CTL_UPDATE_TABLE);
+	ipc_put_u64(o, c->id);
+	ipc_put_str(o, name);
+	ipc_end(o, -1);
+}
+
+static void
+ctl_update_answer(struct ipc_msg *m)
+{
+	struct ctl_conn	*c;
+	uint64_t	 id = ipc_get_u64(m);
+	const char	*answer = ipc_get_str(m);
+
+	ipc_get_end(m);
+	for (c = conns; c; c = c->next)
+		if (c->id == id && c->bev != NULL)
+			evbuffer_add_printf(bufferevent_get_output(c->bev),
+			    "%s\n", answer ? answer : "failed");
+}
+
 static void
 ctl_on_read(struct bufferevent *bev, void *arg)
 {
@@ -128,6 +160,9 @@ ctl_on_read(struct bufferevent *bev, void *arg)
 			    "MTA running\n");
 		else if (strcmp(line, "show queue") == 0)
 			ctl_show_queue(c);
+		else if (strncmp(line, "update table ", 13) == 0 &&
+		    line[13] != '\0')
+			ctl_update_table(c, line + 13);
 		else
 			evbuffer_add_printf(bufferevent_get_output(bev),
 			    "command not supported\n");
@@ -209,6 +244,10 @@ control_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
 
 	if (m->type == IMSG_NONE)
 		fatalx("control: lost the %s process", role_name(from));
+	if (from == ROLE_PARENT && m->type == IMSG_CTL_UPDATE_RESULT) {
+		ctl_update_answer(m);
+		return;
+	}
 	if (from == ROLE_QUEUE && (m->type == IMSG_CTL_LIST_DATA ||
 	    m->type == IMSG_CTL_LIST_END)) {
 		ctl_list_answer(m);

@@ -1,6 +1,6 @@
 /*
  * lookup.c - the lookup role: rule matching and recipient expansion
- * (aliases.c) for the smtp and queue roles.  Runs unprivileged.  This is
+ * (aliases.c) for the smtp and queue roles, AUTH credentials (auth.c).  Runs unprivileged.  This is
  * where table modules, DNS and filters will run too, so that nothing slow
  * ever blocks smtp.
  */
@@ -26,10 +26,21 @@ lookup_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
 		aliases_expand(m, from);
 		return;
 	}
+	if (from == ROLE_SMTP && m->type == IMSG_AUTH) {
+		auth_request(m);
+		return;
+	}
+	if (from == ROLE_PARENT && m->type == IMSG_AUTH_SYSTEM_RESULT) {
+		auth_system_result(m);
+		return;
+	}
 	if (from == ROLE_PARENT && m->type == IMSG_LKA_UPDATE_TABLES) {
+		const char *name = ipc_get_str(m);
+
 		ipc_get_end(m);
-		if (table_update_all(env.conf) == 0)
-			log_info("lookup: tables updated");
+		if (table_update_all(env.conf, name) == 0)
+			log_info("lookup: %s%s updated", name ? "table " :
+			    "tables", name ? name : "");
 		return;
 	}
 	if (from == ROLE_PARENT && m->type == IMSG_LKA_FORWARD_RESULT) {

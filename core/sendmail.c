@@ -978,14 +978,6 @@ offline_keep(const char *spool, int argc, char **argv, FILE *raw)
 
 /* ----------------------------------------------------------------- main */
 
-static const char *
-spool_dir(void)
-{
-	const char	*s = getenv("MODSMTPD_SPOOL");
-
-	return s != NULL && *s != '\0' ? s : SPOOLDIR;
-}
-
 /* Our name, to qualify bare addresses: never a DNS lookup from here. */
 static void
 init_hostname(void)
@@ -1106,7 +1098,7 @@ deliver(int argc, char **argv, const char *sender, const char *fromaddr,
     const char *fullname, struct addrlist *rcpts)
 {
 	struct message	 m;
-	const char	*spool = spool_dir();
+	const char	*spool = default_spool();
 	char		*added[3];
 	size_t		 nadded;
 	int		 fd;
@@ -1179,15 +1171,15 @@ main(int argc, char *argv[])
 	mode = parse_options(argc, argv, &from, &fullname);
 	switch (mode) {
 	case MODE_MAILQ:
-		return mailq_run(spool_dir());
+		return mailq_run(default_spool());
 	case MODE_NEWALIASES:
-		return run_newaliases(spool_dir());
+		return run_newaliases(default_spool());
 	default:
 		break;
 	}
 	init_hostname();
 	if (mode == MODE_SMTP)
-		run_smtp_mode(spool_dir());
+		run_smtp_mode(default_spool());
 	if (from != NULL)
 		sender = parse_sender(from);
 	else {

@@ -525,6 +525,48 @@ on_sigchld(evutil_socket_t sig, short ev, void *arg)
 	}
 }
 
+/* The lookup role's copies too (name NULL: every table). */
+static void
+tables_update_lookup(const char *name)
+{
+	struct ipc_out	*o;
+
+	o = ipc_begin(env.peer[ROLE_LOOKUP], IMSG_LKA_UPDATE_TABLES);
+	ipc_put_str(o, name);
+	ipc_end(o, -1);
+}
+
+/*
+ * `smtpctl update table NAME` through the control role: id, name.  The
+ * answer is the parent's own update, which reads the same files; the
+ * lookup role logs its own.
+ */
+static void
+ctl_update_table(struct ipc_msg *m)
+{
+	struct ipc_out	*o;
+	uint64_t	 id = ipc_get_u64(m);
+	const char	*name = ipc_get_str(m);
+	char		 answer[256];
+
+	ipc_get_end(m);
+	if (name == NULL)
+		fatalx("parent: update of no table");
+	if (config_table(env.conf, name) == NULL)
+		snprintf(answer, sizeof(answer), "no table %.200s", name);
+	else if (table_update_all(env.conf, name) != 0)
+		snprintf(answer, sizeof(answer), "table %.200s kept its old"
+		    " contents (see the log)", name);
+	else
+		snprintf(answer, sizeof(answer), "ok");
+	tables_update_lookup(name);
+	log_info("smtpd: update table %s: %s", name, answer);
+	o = ipc_begin(env.peer[ROLE_CONTROL], IMSG_CTL_UPDATE_RESULT);
+	ipc_put_u64(o, id);
+	ipc_put_str(o, answer);
+	ipc_end(o, -1);
+}
+
 /* Admins send HUP expecting a reload: never let it stop the server. */
 static void
 on_sighup(evutil_socket_t sig, short ev, void *arg)
@@ -535,8 +577,8 @@ on_sighup(evutil_socket_t sig, short ev, void *arg)
 	 * Tables are read again (the parent's, for delivery users, and the
 	 * lookup role's); the rest of the configuration needs a restart.
 	 */
-	failed = table_update_all(env.conf);
-	ipc_end(ipc_begin(env.peer[ROLE_LOOKUP], IMSG_LKA_UPDATE_TABLES), -1);
+	failed = table_update_all(env.conf, NULL);
+	tables_update_lookup(NULL);
 	log_info("smtpd: SIGHUP: tables read again%s; a change to the rest of"
 	    " the configuration needs a restart", failed ? " (some kept their"
 	    " old contents, see above)" : "");
@@ -565,6 +607,14 @@ parent_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
 	}
 	if (from == ROLE_QUEUE && m->type == IMSG_MDA_DELIVER) {
 		mda_deliver(m);
+		return;
+	}
+	if (from == ROLE_CONTROL && m->type == IMSG_CTL_UPDATE_TABLE) {
+		ctl_update_table(m);
+		return;
+	}
+	if (from == ROLE_LOOKUP && m->type == IMSG_AUTH_SYSTEM) {
+		auth_system(m);
 		return;
 	}
 	if (from == ROLE_LOOKUP && m->type == IMSG_LKA_FORWARD) {

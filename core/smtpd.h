@@ -481,8 +481,11 @@ int		 netaddr_parse(const char *s, struct netaddr *);
  * after printing "file:line: ..." for the first bad entry. */
 int		 table_open_all(struct config *);
 void		 table_close(struct table *);
-/* Reads every table again, keeping the old contents on error; failures. */
-int		 table_update_all(struct config *);
+/*
+ * Reads every table again (or the one named), keeping the old contents
+ * on error; the number that failed.
+ */
+int		 table_update_all(struct config *, const char *name);
 /*
  * In the lookup role after fork: its own lookup-style backends, or a
  * worker process (table_async.c) for those that may block; 0 or -1.
@@ -629,9 +632,14 @@ int	 addr_split(const char *addr, char *user, size_t ulen,
 void	 lowercase(char *);
 /* A stream socket connected to a UNIX socket path; -1 with errno set. */
 int	 unix_connect(const char *path);
+/* The daemon's spool for the tools: $MODSMTPD_SPOOL, else SPOOLDIR. */
+const char *default_spool(void);
 /* A program next to the running one ("sendmail"); 0 or -1. */
 int	 program_path(const char *name, char *out, size_t len);
 void	 subaddr_strip(char *user, char delim);
+/* RFC 4648 base64; the output length or -1 (bad input, no room). */
+int	 base64_encode(const void *, size_t, char *out, size_t outlen);
+int	 base64_decode(const char *, unsigned char *out, size_t outlen);
 
 /* ------------------------------------------------------------------- ipc */
 
@@ -648,11 +656,16 @@ enum ipc_type {
 	IMSG_LKA_RCPT_RESULT,		/* reqid, status, text, n, xresult... */
 	IMSG_LKA_FORWARD,		/* lookup -> parent: id, user, home, uid */
 	IMSG_LKA_FORWARD_RESULT,	/* id, FORWARD_* [+fd] */
-	IMSG_LKA_UPDATE_TABLES,		/* parent -> lookup: SIGHUP */
+	IMSG_LKA_UPDATE_TABLES,		/* parent -> lookup: name|NULL (all) */
 	/* lookup -> a table's worker -> lookup (table_async.c) */
 	IMSG_TBL_QUERY,			/* id, op, service, key */
 	IMSG_TBL_ANSWER,		/* id, result + 1, value */
 	IMSG_TBL_UPDATE,		/* SIGHUP */
+	/* smtp -> lookup (-> parent -> lookup) -> smtp (auth.c) */
+	IMSG_AUTH,			/* reqid, table|NULL, user, password */
+	IMSG_AUTH_RESULT,		/* reqid, LKA_* */
+	IMSG_AUTH_SYSTEM,		/* lookup -> parent: id, user, password */
+	IMSG_AUTH_SYSTEM_RESULT,	/* id, LKA_* */
 	/* smtp -> queue -> smtp */
 	IMSG_QUEUE_CREATE,		/* reqid */
 	IMSG_QUEUE_CREATE_RESULT,	/* reqid, status, msgid [+fd] */
@@ -670,6 +683,8 @@ enum ipc_type {
 	IMSG_CTL_LIST,			/* control -> queue: reqid */
 	IMSG_CTL_LIST_DATA,		/* reqid, queue lines... */
 	IMSG_CTL_LIST_END,		/* reqid */
+	IMSG_CTL_UPDATE_TABLE,		/* control -> parent: reqid, name */
+	IMSG_CTL_UPDATE_RESULT,		/* reqid, answer line */
 	IMSG_MAX
 };
 
@@ -889,6 +904,16 @@ struct xresult {
 };
 void	 aliases_expand(struct ipc_msg *, enum smtpd_role from);
 void	 aliases_forward_result(struct ipc_msg *);
+
+/* auth.c: AUTH credentials, checked in the lookup role (or the parent). */
+void	 auth_request(struct ipc_msg *);
+void	 auth_system(struct ipc_msg *);
+void	 auth_system_result(struct ipc_msg *);
+
+/* password.c: 1 match, 0 no match or locked, -1 unknown hash scheme. */
+int	 password_check(const char *pass, const char *hash);
+/* A new bcrypt hash, NULL on failure; the caller frees it. */
+char	*password_hash(const char *pass);
 int	 xresult_get(struct ipc_msg *, struct xresult *);
 /* The parent's half: opens ~/.forward for the lookup role. */
 void	 forward_open(struct ipc_msg *);

@@ -1219,15 +1219,18 @@ table_update_table(struct table *t)
 	return 0;
 }
 
-/* Every table; the number that could not be updated. */
+/* Every table, or the one named; the number that could not be updated. */
 int
-table_update_all(struct config *conf)
+table_update_all(struct config *conf, const char *name)
 {
 	struct table	*t;
 	int		 failed = 0;
 
 	TAILQ_FOREACH(t, &conf->tables, entry)
-		if (t->backend != NULL && t->backend->worker != NULL)
+		if (name != NULL && (t->name == NULL ||
+		    strcmp(t->name, name) != 0))
+			continue;
+		else if (t->backend != NULL && t->backend->worker != NULL)
 			table_async_update(t->backend->worker);
 		else if (t->backend != NULL && table_update_table(t) == -1)
 			failed++;

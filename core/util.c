@@ -262,6 +262,15 @@ program_path(const char *name, char *out, size_t len)
 	return 0;
 }
 
+/* The spool the tools (sendmail, smtpctl) talk to: $MODSMTPD_SPOOL first. */
+const char *
+default_spool(void)
+{
+	const char	*s = getenv("MODSMTPD_SPOOL");
+
+	return s != NULL && *s != '\0' ? s : SPOOLDIR;
+}
+
 /* A connected stream socket to a UNIX socket path; -1 with errno set. */
 int
 unix_connect(const char *path)
@@ -285,4 +294,78 @@ unix_connect(const char *path)
 		return -1;
 	}
 	return fd;
+}
+
+/* ------------------------------------------------------------- base64 */
+
+static const char b64chars[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* RFC 4648 base64 of len bytes into out (NUL-terminated); -1 if too small. */
+int
+base64_encode(const void *in, size_t len, char *out, size_t outlen)
+{
+	const unsigned char	*p = in;
+	size_t			 i, o = 0;
+	uint32_t		 v;
+
+	if (outlen < (len + 2) / 3 * 4 + 1)
+		return -1;
+	for (i = 0; i < len; i += 3) {
+		v = (uint32_t)p[i] << 16;
+		if (i + 1 < len)
+			v |= (uint32_t)p[i + 1] << 8;
+		if (i + 2 < len)
+			v |= p[i + 2];
+		out[o++] = b64chars[(v >> 18) & 63];
+		out[o++] = b64chars[(v >> 12) & 63];
+		out[o++] = i + 1 < len ? b64chars[(v >> 6) & 63] : '=';
+		out[o++] = i + 2 < len ? b64chars[v & 63] : '=';
+	}
+	out[o] = '\0';
+	return (int)o;
+}
+
+static int
+b64val(int c)
+{
+	const char	*p;
+
+	if (c == '\0' || (p = strchr(b64chars, c)) == NULL)
+		return -1;
+	return (int)(p - b64chars);
+}
+
+/*
+ * Strict RFC 4648 base64 (padding required, no whitespace) into out; the
+ * decoded length, or -1 on bad input or when out is too small.  out gets
+ * a NUL after the data, so outlen must leave room for it.
+ */
+int
+base64_decode(const char *in, unsigned char *out, size_t outlen)
+{
+	size_t		 len = strlen(in), i, o = 0;
+	int		 a, b, c, d;
+
+	if (len % 4 != 0)
+		return -1;
+	for (i = 0; i < len; i += 4) {
+		a = b64val(in[i]);
+		b = b64val(in[i + 1]);
+		c = in[i + 2] == '=' ? -2 : b64val(in[i + 2]);
+		d = in[i + 3] == '=' ? -2 : b64val(in[i + 3]);
+		if (a < 0 || b < 0 || c == -1 || d == -1 ||
+		    (c == -2 && d != -2) || ((c == -2 || d == -2) &&
+		    i + 4 != len))
+			return -1;
+		if (o + 3 >= outlen)
+			return -1;
+		out[o++] = (unsigned char)(a << 2 | b >> 4);
+		if (c >= 0)
+			out[o++] = (unsigned char)((b & 15) << 4 | c >> 2);
+		if (d >= 0)
+			out[o++] = (unsigned char)((c & 3) << 6 | d);
+	}
+	out[o] = '\0';
+	return (int)o;
 }

@@ -100,5 +100,36 @@ def test_newaliases():
     d.stop()
 
 
+def test_smtpctl_update_table():
+    """smtpctl update table NAME reads that table again; an unknown name
+    and a broken file are refused with the reason, the old contents stay"""
+    import subprocess
+    d = h.Daemon("update-table", CONFIG)
+    write(d, "domains", "example.org\n")
+    write(d, "users", "alice@example.org\nbob@example.net\n")
+    d.start()
+    smtpctl = os.path.join(h.BUILDDIR, "smtpctl")
+    env = dict(os.environ, MODSMTPD_SPOOL=d.spool)
+
+    def ctl(*args):
+        return subprocess.run([smtpctl] + list(args), env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=60)
+    assert rcpt(d, "bob@example.net") == 550
+    write(d, "domains", "example.org\nexample.net\n")
+    since = d.log_size()
+    p = ctl("update", "table", "domains")
+    assert p.returncode == 0 and p.stderr == b"", p
+    d.wait_log(r"lookup: table domains updated", since=since)
+    assert rcpt(d, "bob@example.net") == 250, "example.net after the update"
+    p = ctl("update", "table", "nosuch")
+    assert p.returncode == 65 and b"no table nosuch" in p.stderr, p
+    write(d, "domains", "example.org\n[broken\n")
+    p = ctl("update", "table", "domains")
+    assert p.returncode == 65 and b"table domains kept its old contents" in p.stderr, p
+    assert rcpt(d, "bob@example.net") == 250, "a failed update lost the table"
+    assert d.running()
+    d.stop()
+
+
 if __name__ == "__main__":
-    h.run_checks([test_sighup_reload, test_newaliases])
+    h.run_checks([test_sighup_reload, test_newaliases, test_smtpctl_update_table])

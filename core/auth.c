@@ -1,0 +1,226 @@
+/*
+ * auth.c - checks the user name and password of an SMTP AUTH.
+ *
+ * The smtp role never sees a password hash: it sends the credentials to
+ * the lookup role, which checks them against the listener's `auth <t>`
+ * credentials table, or hands them to the parent for the system's users
+ * (only root can read /etc/shadow).  The answer is ok, refused or
+ * temporary (a table or the system could not tell).
+ *
+ * Hashes are crypt(3) strings (password.c).  Passwords are wiped from
+ * memory as soon as they are checked.
+ */
+#include <sys/types.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pwd.h>
+#include <shadow.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "smtpd.h"
+
+#define CRED_MAX	1024		/* a credentials table value */
+
+/* ------------------------------------------------------- system users */
+
+/* As root: /etc/shadow; otherwise only a hash in passwd can be checked. */
+static uint32_t
+system_check(const char *user, const char *pass)
+{
+	const struct spwd	*sp;
+	const struct passwd	*pw;
+	const char		*hash;
+	int			 r;
+
+	errno = 0;
+	if ((pw = getpwnam(user)) == NULL)
+		return errno == 0 || errno == ENOENT ? LKA_REJECT :
+		    LKA_TEMPFAIL;
+	hash = pw->pw_passwd;
+	if (strcmp(hash, "x") == 0) {
+		errno = 0;
+		if ((sp = getspnam(user)) == NULL) {
+			log_warnx("auth: no shadow entry for %s%s", user,
+			    geteuid() != 0 ? " (not root: cannot read the"
+			    " shadow file)" : "");
+			return LKA_TEMPFAIL;
+		}
+		hash = sp->sp_pwdp;
+	}
+	if ((r = password_check(pass, hash)) == -1) {
+		log_warnx("auth: the password hash of %s is of an unknown"
+		    " scheme", user);
+		return LKA_TEMPFAIL;
+	}
+	return r ? LKA_OK : LKA_REJECT;
+}
+
+/* Parent: IMSG_AUTH_SYSTEM from lookup: id, user, password. */
+void
+auth_system(struct ipc_msg *m)
+{
+	struct ipc_out	*o;
+	uint64_t	 id = ipc_get_u64(m);
+	const char	*user = ipc_get_str(m);
+	const char	*pass = ipc_get_str(m);
+	uint32_t	 status;
+
+	ipc_get_end(m);
+	if (user == NULL || pass == NULL)
+		fatalx("auth: missing credentials");
+	status = system_check(user, pass);
+	explicit_bzero((void *)(uintptr_t)pass, strlen(pass));
+	o = ipc_begin(env.peer[ROLE_LOOKUP], IMSG_AUTH_SYSTEM_RESULT);
+	ipc_put_u64(o, id);
+	ipc_put_u32(o, status);
+	ipc_end(o, -1);
+}
+
+/* ------------------------------------------------------- lookup side */
+
+struct auth_req {
+	struct auth_req		*next;
+	uint64_t		 id;		/* ours, for the parent */
+	uint64_t		 reqid;		/* the smtp role's */
+	struct table		*table;		/* NULL: system users */
+	char			*user;
+	char			*pass;
+	struct table_cache	*cache;
+};
+
+static struct auth_req	*reqs;
+static uint64_t		 next_id;
+
+static void
+req_free(struct auth_req *a)
+{
+	struct auth_req	**p;
+
+	for (p = &reqs; *p; p = &(*p)->next)
+		if (*p == a) {
+			*p = a->next;
+			break;
+		}
+	table_cache_free(a->cache);
+	free(a->user);
+	explicit_bzero(a->pass, strlen(a->pass));
+	free(a->pass);
+	free(a);
+}
+
+static void
+req_reply(struct auth_req *a, uint32_t status)
+{
+	struct ipc_out	*o;
+
+	o = ipc_begin(env.peer[ROLE_SMTP], IMSG_AUTH_RESULT);
+	ipc_put_u64(o, a->reqid);
+	ipc_put_u32(o, status);
+	ipc_end(o, -1);
+	req_free(a);
+}
+
+/*
+ * A credentials value: "hash", or "user:hash" as table programs such as
+ * table-passwd answer (the user part must be the one asked for).
+ */
+static uint32_t
+cred_check(struct auth_req *a, char *value)
+{
+	char	*hash = value, *colon;
+	int	 r;
+
+	if ((colon = strchr(value, ':')) != NULL && value[0] != '$') {
+		*colon = '\0';
+		hash = colon + 1;
+		if (strcasecmp(value, a->user) != 0)
+			return LKA_REJECT;
+	}
+	if ((r = password_check(a->pass, hash)) == -1) {
+		log_warnx("auth: table %s: the hash for %s is of an unknown"
+		    " scheme", a->table->name, a->user);
+		return LKA_TEMPFAIL;
+	}
+	return r ? LKA_OK : LKA_REJECT;
+}
+
+/* Runs again from the start when the table's answer was not in yet. */
+static void
+req_run(void *arg)
+{
+	struct auth_req	*a = arg;
+	char		 value[CRED_MAX];
+	uint32_t	 status;
+	int		 r;
+
+	table_cache_use(a->cache);
+	r = table_lookup(a->table, K_CREDENTIALS, a->user, value,
+	    sizeof(value));
+	table_cache_use(NULL);
+	if (table_cache_blocked(a->cache))
+		return;
+	if (r == 1)
+		status = cred_check(a, value);
+	else
+		status = r == 0 ? LKA_REJECT : LKA_TEMPFAIL;
+	explicit_bzero(value, sizeof(value));
+	req_reply(a, status);
+}
+
+/* Lookup: IMSG_AUTH from smtp: reqid, table name or NULL, user, password. */
+void
+auth_request(struct ipc_msg *m)
+{
+	struct auth_req	*a = xcalloc(1, sizeof(*a));
+	const char	*table, *user, *pass;
+	struct ipc_out	*o;
+
+	a->reqid = ipc_get_u64(m);
+	table = ipc_get_str(m);
+	user = ipc_get_str(m);
+	pass = ipc_get_str(m);
+	ipc_get_end(m);
+	if (user == NULL || pass == NULL)
+		fatalx("auth: missing credentials");
+	a->id = ++next_id;
+	a->user = xstrdup(user);
+	a->pass = xstrdup(pass);
+	explicit_bzero((void *)(uintptr_t)pass, strlen(pass));
+	a->next = reqs;
+	reqs = a;
+	if (table != NULL) {
+		if ((a->table = config_table(env.conf, table)) == NULL)
+			fatalx("auth: no table %s", table);
+		a->cache = table_cache_new(req_run, a);
+		req_run(a);
+		return;
+	}
+	o = ipc_begin(env.peer[ROLE_PARENT], IMSG_AUTH_SYSTEM);
+	ipc_put_u64(o, a->id);
+	ipc_put_str(o, a->user);
+	ipc_put_str(o, a->pass);
+	ipc_end(o, -1);
+}
+
+/* Lookup: the parent's verdict for a system user. */
+void
+auth_system_result(struct ipc_msg *m)
+{
+	struct auth_req	*a;
+	uint64_t	 id = ipc_get_u64(m);
+	uint32_t	 status = ipc_get_u32(m);
+
+	ipc_get_end(m);
+	if (status > LKA_TEMPFAIL)
+		fatalx("auth: bad status from the parent");
+	for (a = reqs; a; a = a->next)
+		if (a->id == id && a->table == NULL) {
+			req_reply(a, status);
+			return;
+		}
+	fatalx("auth: an answer for no request");
+}
