@@ -31,6 +31,7 @@ config_new(void)
 	conf->max_message_size = DEFAULT_MAX_MSGSIZE;
 	conf->max_rcpt = DEFAULT_MAX_RCPT;
 	conf->max_mails = DEFAULT_MAX_MAILS;
+	conf->max_auth_failures = DEFAULT_MAX_AUTH_FAILURES;
 	conf->subaddr_delim = DEFAULT_SUBADDR_DELIM;
 	conf->queue_ttl = DEFAULT_EXPIRE;
 	conf->warn_interval[0] = DEFAULT_WARN_INTERVAL;
@@ -173,7 +174,6 @@ unavailable_listen(struct unavail *u, const struct listen_conf *lc)
 	} flags[] = {
 		{ LO_TLS, "STARTTLS (listen on ... tls)" },
 		{ LO_SMTPS, "SMTPS (listen on ... smtps)" },
-		{ LO_AUTH | LO_AUTH_OPTIONAL, "SMTP AUTH (listen on ... auth)" },
 		{ LO_PROXY_V2, "the PROXY protocol (listen on ... proxy-v2)" },
 		{ LO_MASQUERADE, "sender masquerading (senders ... masquerade)" },
 	};

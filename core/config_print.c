@@ -181,6 +181,9 @@ print_smtp(struct printer *p, const struct config *conf)
 		    conf->max_message_size);
 	if (conf->max_mails != DEFAULT_MAX_MAILS)
 		fprintf(line(p), "smtp limit max-mails %zu\n", conf->max_mails);
+	if (conf->max_auth_failures != DEFAULT_MAX_AUTH_FAILURES)
+		fprintf(line(p), "smtp limit max-auth-failures %zu\n",
+		    conf->max_auth_failures);
 	if (conf->max_rcpt != DEFAULT_MAX_RCPT)
 		fprintf(line(p), "smtp limit max-rcpt %zu\n", conf->max_rcpt);
 	if (conf->subaddr_delim != DEFAULT_SUBADDR_DELIM) {

@@ -1249,21 +1249,31 @@ parse_queue(struct parser *p)
 static int
 smtp_limits(struct parser *p)
 {
+	static const char *const names[] = {
+		"max-mails", "max-rcpt", "max-auth-failures",
+	};
+	size_t *const		 slots[] = {
+		&p->conf->max_mails, &p->conf->max_rcpt,
+		&p->conf->max_auth_failures,
+	};
 	const struct token	*t;
-	size_t			*slot, n = 0;
+	size_t			 i, n = 0;
 
-	while (cf_is_kw(t = cf_peek(p, 0), "max-mails") ||
-	    cf_is_kw(t, "max-rcpt")) {
-		slot = cf_is_kw(t, "max-mails") ? &p->conf->max_mails :
-		    &p->conf->max_rcpt;
+	for (;;) {
+		t = cf_peek(p, 0);
+		for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+			if (cf_is_kw(t, names[i]))
+				break;
+		if (i == sizeof(names) / sizeof(names[0]))
+			break;
 		cf_take(p);
-		if (cf_count(p, slot == &p->conf->max_mails ? "max-mails" :
-		    "max-rcpt", 1, UINT32_MAX, slot) == -1)
+		if (cf_count(p, names[i], 1, UINT32_MAX, slots[i]) == -1)
 			return -1;
 		n++;
 	}
 	if (n == 0)
-		return cf_unexpected(p, t, "\"max-mails\" or \"max-rcpt\"");
+		return cf_unexpected(p, t, "\"max-mails\", \"max-rcpt\" or"
+		    " \"max-auth-failures\"");
 	return 0;
 }
 

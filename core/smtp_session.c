@@ -46,6 +46,15 @@ enum smtp_wait {
 	W_LOOKUP,		/* RCPT verdict */
 	W_CREATE,		/* message descriptor for DATA */
 	W_COMMIT,		/* end of DATA made durable */
+	W_AUTH,			/* credentials checked, or the 535 delay */
+};
+
+/* Where an AUTH exchange stands: the next line is a response. */
+enum smtp_auth_step {
+	AUTH_NONE,
+	AUTH_PLAIN,		/* 334 sent: the PLAIN response */
+	AUTH_LOGIN_USER,	/* 334 Username: */
+	AUTH_LOGIN_PASS,	/* 334 Password: */
 };
 
 #define DATA_TOO_BIG	0x01
@@ -77,6 +86,12 @@ struct smtp_session {
 	int			 closing;	/* freed when the wait ends */
 	struct event		*timeout;
 	size_t			 nmails;
+	/* AUTH */
+	enum smtp_auth_step	 auth_step;
+	char			 auth_user[SMTPD_MAXADDR];	/* tried or done */
+	int			 authenticated;
+	size_t			 auth_failures;
+	struct event		*auth_delay;
 	/* current transaction */
 	char			 sender[SMTPD_MAXADDR];
 	struct smtp_rcpt	*rcpts;
@@ -103,9 +118,19 @@ static uint64_t		 next_session_id;
 static size_t		 nsessions;
 
 static void	smtp_process_input(struct smtp_session *);
+static int	smtp_session_secure(const struct smtp_session *);
+static int	auth_offered(const struct smtp_session *);
 static void	smtp_free(struct smtp_session *, const char *reason);
 
 /* ------------------------------------------------------------ helpers */
+
+/* The session runs over TLS (the TLS layer is not merged yet). */
+static int
+smtp_session_secure(const struct smtp_session *s)
+{
+	(void)s;
+	return 0;
+}
 
 static struct smtp_session *
 session_find(uint64_t id)
@@ -331,6 +356,8 @@ cmd_helo(struct smtp_session *s, char *arg, int esmtp)
 	smtp_reply(s, "250-ENHANCEDSTATUSCODES");
 	smtp_reply(s, "250-SIZE %zu", env.conf->max_message_size);
 	smtp_reply(s, "250-PIPELINING");
+	if (auth_offered(s))
+		smtp_reply(s, "250-AUTH PLAIN LOGIN");
 	smtp_reply(s, "250 HELP");
 }
 
@@ -371,6 +398,10 @@ cmd_mail(struct smtp_session *s, char *arg)
 	if (s->state != S_HELO) {
 		smtp_reply(s, "503 5.5.1 Invalid command: Command not allowed"
 		    " at this point.");
+		return;
+	}
+	if ((s->listener->lc->flags & LO_AUTH) && !s->authenticated) {
+		smtp_reply(s, "530 5.7.0 Must issue an AUTH command first");
 		return;
 	}
 	if (s->nmails >= env.conf->max_mails) {
@@ -426,7 +457,7 @@ cmd_rcpt(struct smtp_session *s, char *arg)
 	ipc_put_data(o, &s->ss, sizeof(s->ss));
 	ipc_put_str(o, s->listener->lc->tag);
 	ipc_put_str(o, s->helo[0] ? s->helo : NULL);
-	ipc_put_str(o, NULL);				/* no AUTH yet */
+	ipc_put_str(o, s->authenticated ? s->auth_user : NULL);
 	ipc_put_u32(o, 0);				/* no TLS yet */
 	ipc_put_str(o, s->sender);
 	ipc_put_str(o, s->pending_rcpt);
@@ -554,8 +585,9 @@ write_received(struct smtp_session *s)
 	localtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
 	fprintf(s->ofile, "Received: from %s (<unknown> [%s])\n"
-	    "\tby %s (OpenSMTPD) with %sSMTP id %08" PRIx32,
-	    s->helo, s->src, smtp_name(s), s->esmtp ? "E" : "", s->msgid);
+	    "\tby %s (OpenSMTPD) with %sSMTP%s id %08" PRIx32,
+	    s->helo, s->src, smtp_name(s), s->esmtp ? "E" : "",
+	    s->authenticated ? "A" : "", s->msgid);
 	if (s->nrcpt == 1)
 		fprintf(s->ofile, "\n\tfor <%s>", s->rcpts[0].addr);
 	fprintf(s->ofile, ";\n\t%s\n", date);
@@ -765,6 +797,269 @@ commit_result(struct smtp_session *s, struct ipc_msg *m)
 	smtp_tx_reset(s);
 }
 
+/* -------------------------------------------------------------- AUTH */
+
+#define AUTH_RESP_MAX	1024		/* a decoded AUTH response */
+#define AUTH_IP_SLOTS	256		/* client addresses remembered */
+#define AUTH_IP_MAX	10		/* failures before AUTH is refused */
+#define AUTH_IP_WINDOW	(15 * 60)	/* ... within this many seconds */
+
+/* Failures per client address, across sessions; a small lossy table. */
+static struct {
+	struct sockaddr_storage	 ss;
+	time_t			 since;
+	unsigned int		 count;
+} auth_ips[AUTH_IP_SLOTS];
+
+static unsigned int
+auth_ip_slot(const struct sockaddr_storage *ss)
+{
+	const char	*t = ss_to_text(ss);
+	unsigned int	 h = 5381;
+
+	while (*t)
+		h = h * 33 + (unsigned char)*t++;
+	return h % AUTH_IP_SLOTS;
+}
+
+/* The client's recent failures; count 1 more when fail is set. */
+static unsigned int
+auth_ip_failures(const struct smtp_session *s, int fail)
+{
+	unsigned int	 i = auth_ip_slot(&s->ss);
+	time_t		 now = time(NULL);
+
+	if (memcmp(&auth_ips[i].ss, &s->ss, sizeof(s->ss)) != 0 ||
+	    now - auth_ips[i].since > AUTH_IP_WINDOW) {
+		if (!fail)
+			return 0;
+		auth_ips[i].ss = s->ss;
+		auth_ips[i].since = now;
+		auth_ips[i].count = 0;
+	}
+	if (fail)
+		auth_ips[i].count++;
+	return auth_ips[i].count;
+}
+
+/* AUTH is offered on auth listeners, once the session is in TLS. */
+static int
+auth_offered(const struct smtp_session *s)
+{
+	return (s->listener->lc->flags & (LO_AUTH | LO_AUTH_OPTIONAL)) &&
+	    smtp_session_secure(s) && !s->authenticated;
+}
+
+static void
+auth_send(struct smtp_session *s, const char *user, const char *pass)
+{
+	const struct table *t = s->listener->lc->auth;
+	struct ipc_out	*o;
+
+	msd_strlcpy(s->auth_user, user, sizeof(s->auth_user));
+	o = ipc_begin(env.peer[ROLE_LOOKUP], IMSG_AUTH);
+	ipc_put_u64(o, s->id);
+	ipc_put_str(o, t != NULL ? t->name : NULL);
+	ipc_put_str(o, user);
+	ipc_put_str(o, pass);
+	ipc_end(o, -1);
+	s->wait = W_AUTH;
+}
+
+/* Decodes one base64 response into buf; -1 (and the 501) when bad. */
+static int
+auth_decode(struct smtp_session *s, const char *b64, unsigned char *buf,
+    size_t len)
+{
+	int	 n;
+
+	if ((n = base64_decode(b64, buf, len)) == -1) {
+		s->auth_step = AUTH_NONE;
+		smtp_reply(s, "501 5.5.2 Syntax error: Syntax error");
+	}
+	return n;
+}
+
+/* "[authzid] NUL user NUL password"; the authzid is ignored. */
+static void
+auth_plain(struct smtp_session *s, const char *b64)
+{
+	unsigned char	 buf[AUTH_RESP_MAX];
+	const char	*user, *pass;
+	size_t		 ulen;
+	int		 n;
+
+	if ((n = auth_decode(s, b64, buf, sizeof(buf))) == -1)
+		return;
+	user = memchr(buf, '\0', n);
+	if (user == NULL || (size_t)(++user - (char *)buf) >= (size_t)n ||
+	    (ulen = strnlen(user, n - (user - (char *)buf))) == 0 ||
+	    user + ulen >= (char *)buf + n) {
+		explicit_bzero(buf, sizeof(buf));
+		smtp_reply(s, "501 5.5.2 Syntax error: Syntax error");
+		return;
+	}
+	pass = user + ulen + 1;
+	if (memchr(pass, '\0', (char *)buf + n - pass) != NULL ||
+	    ulen >= sizeof(s->auth_user)) {
+		explicit_bzero(buf, sizeof(buf));
+		smtp_reply(s, "501 5.5.2 Syntax error: Syntax error");
+		return;
+	}
+	auth_send(s, user, pass);
+	explicit_bzero(buf, sizeof(buf));
+}
+
+/* A response line after a 334: "*" cancels (RFC 4954). */
+static void
+auth_continue(struct smtp_session *s, char *line)
+{
+	unsigned char	 buf[AUTH_RESP_MAX];
+	enum smtp_auth_step step = s->auth_step;
+
+	s->auth_step = AUTH_NONE;
+	if (strcmp(line, "*") == 0) {
+		smtp_reply(s, "501 5.0.0 Authentication aborted");
+		return;
+	}
+	switch (step) {
+	case AUTH_PLAIN:
+		auth_plain(s, line);
+		break;
+	case AUTH_LOGIN_USER:
+		if (auth_decode(s, line, buf, sizeof(buf)) == -1)
+			break;
+		if (buf[0] == '\0' || strlen((char *)buf) >=
+		    sizeof(s->auth_user)) {
+			smtp_reply(s, "501 5.5.2 Syntax error: Syntax error");
+			break;
+		}
+		msd_strlcpy(s->auth_user, (char *)buf, sizeof(s->auth_user));
+		s->auth_step = AUTH_LOGIN_PASS;
+		smtp_reply(s, "334 UGFzc3dvcmQ6");
+		break;
+	case AUTH_LOGIN_PASS:
+		if (auth_decode(s, line, buf, sizeof(buf)) == -1)
+			break;
+		auth_send(s, s->auth_user, (char *)buf);
+		break;
+	case AUTH_NONE:
+		break;
+	}
+	explicit_bzero(buf, sizeof(buf));
+	explicit_bzero(line, strlen(line));
+}
+
+static void
+cmd_auth(struct smtp_session *s, char *arg)
+{
+	char	*mech = arg, *initial;
+
+	if (s->authenticated) {
+		smtp_reply(s, "503 5.5.1 Invalid command: Already"
+		    " authenticated");
+		return;
+	}
+	if (!auth_offered(s) || s->state == S_CONNECTED) {
+		smtp_reply(s, "503 5.5.1 Invalid command: Command not"
+		    " supported");
+		return;
+	}
+	if (s->state != S_HELO) {
+		smtp_reply(s, "503 5.5.1 Invalid command: Command not allowed"
+		    " at this point.");
+		return;
+	}
+	if (auth_ip_failures(s, 0) >= AUTH_IP_MAX) {
+		log_info("%016" PRIx64 " smtp authentication refused: %u"
+		    " recent failures from %s", s->id, AUTH_IP_MAX, s->src);
+		smtp_reply(s, "421 4.7.0 Too many authentication failures,"
+		    " try again later");
+		smtp_quit(s);
+		return;
+	}
+	if ((initial = strchr(arg, ' ')) != NULL)
+		*initial++ = '\0';
+	if (strcasecmp(mech, "PLAIN") == 0) {
+		if (initial != NULL && strcmp(initial, "=") != 0)
+			auth_plain(s, initial);
+		else {
+			s->auth_step = AUTH_PLAIN;
+			smtp_reply(s, "334 ");
+		}
+	} else if (strcasecmp(mech, "LOGIN") == 0) {
+		s->auth_step = AUTH_LOGIN_USER;
+		if (initial != NULL)
+			auth_continue(s, initial);
+		else
+			smtp_reply(s, "334 VXNlcm5hbWU6");
+	} else
+		smtp_reply(s, "504 5.7.4 Security features not supported:"
+		    " AUTH method \"%.50s\" not supported", mech);
+}
+
+static void
+auth_log(struct smtp_session *s, const char *result)
+{
+	char	 user[SMTPD_MAXADDR];
+	size_t	 i;
+
+	/* the name is the client's: nothing it sends may forge a log line */
+	msd_strlcpy(user, s->auth_user, sizeof(user));
+	for (i = 0; user[i]; i++)
+		if ((unsigned char)user[i] < 0x20 || user[i] == 0x7f ||
+		    user[i] == ' ')
+			user[i] = '?';
+	log_info("%016" PRIx64 " smtp authentication user=%s result=%s",
+	    s->id, user, result);
+}
+
+/* The 535 comes after a delay, longer with each failure of the client. */
+static void
+auth_on_delay(evutil_socket_t fd, short ev, void *arg)
+{
+	struct smtp_session	*s = arg;
+
+	(void)fd;
+	(void)ev;
+	s->wait = W_NONE;
+	if (++s->auth_failures >= env.conf->max_auth_failures) {
+		smtp_reply(s, "421 4.7.0 Too many authentication failures");
+		smtp_quit(s);
+		return;
+	}
+	smtp_reply(s, "535 5.7.8 Authentication failed");
+	smtp_process_input(s);
+}
+
+static void
+auth_result(struct smtp_session *s, struct ipc_msg *m)
+{
+	uint32_t	 status = ipc_get_u32(m);
+	struct timeval	 tv;
+	unsigned int	 fails;
+
+	ipc_get_end(m);
+	if (status == LKA_OK) {
+		s->authenticated = 1;
+		auth_log(s, "ok");
+		smtp_reply(s, "235 2.0.0 Authentication succeeded");
+		return;
+	}
+	if (status == LKA_TEMPFAIL) {
+		auth_log(s, "tempfail");
+		smtp_reply(s, "421 4.7.0 Temporary failure");
+		smtp_quit(s);
+		return;
+	}
+	auth_log(s, "permfail");
+	fails = auth_ip_failures(s, 1);
+	tv.tv_sec = fails > 5 ? 5 : fails - 1;
+	tv.tv_usec = msd_random() % 1000000;
+	s->wait = W_AUTH;
+	evtimer_add(s->auth_delay, &tv);
+}
+
 static void
 cmd_help(struct smtp_session *s)
 {
@@ -805,6 +1100,8 @@ smtp_command(struct smtp_session *s, char *line)
 		cmd_rcpt(s, arg);
 	else if (!strcasecmp(line, "DATA"))
 		cmd_data(s, arg);
+	else if (!strcasecmp(line, "AUTH"))
+		cmd_auth(s, arg);
 	else if (!strcasecmp(line, "RSET")) {
 		if (no_args(s, arg)) {
 			smtp_tx_reset(s);
@@ -867,6 +1164,8 @@ smtp_process_input(struct smtp_session *s)
 		} else if (memchr(line, '\0', len))
 			smtp_reply(s, "500 5.5.1 Invalid command: Command"
 			    " unrecognized");
+		else if (s->auth_step != AUTH_NONE)
+			auth_continue(s, line);
 		else
 			smtp_command(s, line);
 		free(line);
@@ -922,6 +1221,10 @@ smtp_free(struct smtp_session *s, const char *reason)
 		s->closing = 1;
 		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
 		evtimer_del(s->timeout);
+		if (evtimer_pending(s->auth_delay, NULL)) {
+			evtimer_del(s->auth_delay);
+			s->wait = W_NONE;	/* no role owes an answer */
+		}
 	}
 	/* An answer from another role is still due: free when it comes. */
 	if (s->wait != W_NONE || s->creating)
@@ -930,6 +1233,8 @@ smtp_free(struct smtp_session *s, const char *reason)
 	session_unlink(s);
 	bufferevent_free(s->bev);
 	event_free(s->timeout);
+	event_free(s->auth_delay);
+	explicit_bzero(s->auth_user, sizeof(s->auth_user));
 	free(s);
 	nsessions--;
 }
@@ -959,7 +1264,8 @@ smtp_session_accept(int fd, const struct listener *l)
 	msd_strlcpy(s->src, ss_to_text(&ss), sizeof(s->src));
 	s->bev = bufferevent_socket_new(env.evbase, fd, BEV_OPT_CLOSE_ON_FREE);
 	s->timeout = evtimer_new(env.evbase, smtp_on_timeout, s);
-	if (s->bev == NULL || s->timeout == NULL)
+	s->auth_delay = evtimer_new(env.evbase, auth_on_delay, s);
+	if (s->bev == NULL || s->timeout == NULL || s->auth_delay == NULL)
 		fatalx("smtp: bufferevent_socket_new");
 	s->hnext = sessions[s->id % SESSION_HASH];
 	sessions[s->id % SESSION_HASH] = s;
@@ -1010,6 +1316,11 @@ smtp_session_imsg(struct ipc_msg *m, enum smtpd_role from)
 		if (was != W_LOOKUP)
 			fatalx("smtp: unexpected lookup answer");
 		rcpt_result(s, m);
+		break;
+	case IMSG_AUTH_RESULT:
+		if (was != W_AUTH)
+			fatalx("smtp: unexpected auth answer");
+		auth_result(s, m);
 		break;
 	case IMSG_QUEUE_COMMIT_RESULT:
 		if (was != W_COMMIT)

@@ -30,6 +30,7 @@
 #define SMTPD_SESSION_TIMEOUT	300		/* seconds, every state */
 #define DEFAULT_MAX_RCPT	1000
 #define DEFAULT_MAX_MAILS	100
+#define DEFAULT_MAX_AUTH_FAILURES 3	/* per session, then 421 */
 #define DEFAULT_MAX_MSGSIZE	(35UL * 1024 * 1024)
 #define DEFAULT_EXPIRE		(4 * 24 * 3600)	/* queue ttl 4d */
 #define MAX_RECEIVED		100		/* loop detection */
@@ -395,6 +396,7 @@ struct config {
 	size_t			 max_message_size;
 	size_t			 max_rcpt;
 	size_t			 max_mails;
+	size_t			 max_auth_failures;
 	char			*smtp_ciphers;
 	char			 subaddr_delim;
 	/* queue */
