@@ -33,6 +33,7 @@ config_new(void)
 	conf->max_mails = DEFAULT_MAX_MAILS;
 	conf->max_auth_failures = DEFAULT_MAX_AUTH_FAILURES;
 	conf->subaddr_delim = DEFAULT_SUBADDR_DELIM;
+	conf->filter_timeout = DEFAULT_FILTER_TIMEOUT;
 	conf->queue_ttl = DEFAULT_EXPIRE;
 	conf->warn_interval[0] = DEFAULT_WARN_INTERVAL;
 	conf->nwarn_interval = 1;
@@ -185,9 +186,6 @@ unavailable_listen(struct unavail *u, const struct listen_conf *lc)
 	if (lc->senders != NULL && !(lc->flags & LO_MASQUERADE))
 		unavailable(u, lc->file, lc->line,
 		    "sender checks (listen on ... senders)");
-	if (lc->filter != NULL)
-		unavailable(u, lc->file, lc->line,
-		    "filtering (listen on ... filter)");
 	if (lc->hostnames != NULL)
 		unavailable(u, lc->file, lc->line,
 		    "per-address names (listen on ... hostnames)");
@@ -231,10 +229,12 @@ config_unavailable(const struct config *conf,
 		unavailable_action(&u, a);
 	TAILQ_FOREACH(r, &conf->rules, entry)
 		unavailable_rule(&u, r);
+	/* proc and proc-exec filters run (filter.c); built-in ones not yet. */
 	TAILQ_FOREACH(f, &conf->filters, entry) {
-		if (f->anon)
+		if (f->type != F_BUILTIN)
 			continue;
-		snprintf(msg, sizeof(msg), "filter \"%s\"", f->name);
+		snprintf(msg, sizeof(msg), "filter \"%s\" (phase ... match ...)",
+		    f->name);
 		unavailable(&u, f->file, f->line, msg);
 	}
 	if (conf->queue_compression)
@@ -318,6 +318,7 @@ filter_free(struct filter *f)
 	free(f->user);
 	free(f->group);
 	free(f->chroot);
+	free(f->protocol);
 	for (i = 0; i < f->nchain; i++)
 		free(f->chain[i]);
 	free(f->chain);
@@ -355,6 +356,7 @@ misc_free(struct config *conf)
 		free(pr->user);
 		free(pr->group);
 		free(pr->chroot);
+		free(pr->protocol);
 		free(pr->file);
 		free(pr);
 	}
@@ -410,6 +412,7 @@ config_free(struct config *conf)
 	free(conf->module_path);
 	free(conf->admd);
 	free(conf->smtp_ciphers);
+	free(conf->filter_protocol);
 	free(conf->queue_key);
 	free(conf->srs_key);
 	free(conf->srs_key_backup);

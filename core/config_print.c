@@ -186,6 +186,16 @@ print_smtp(struct printer *p, const struct config *conf)
 		    conf->max_auth_failures);
 	if (conf->max_rcpt != DEFAULT_MAX_RCPT)
 		fprintf(line(p), "smtp limit max-rcpt %zu\n", conf->max_rcpt);
+	if (conf->filter_protocol != NULL) {
+		fputs("smtp filter-protocol ", line(p));
+		put_str(p->fp, conf->filter_protocol);
+		fputc('\n', p->fp);
+	}
+	if (conf->filter_timeout != DEFAULT_FILTER_TIMEOUT) {
+		fputs("smtp filter-timeout ", line(p));
+		put_duration(p->fp, conf->filter_timeout);
+		fputc('\n', p->fp);
+	}
 	if (conf->subaddr_delim != DEFAULT_SUBADDR_DELIM) {
 		delim[0] = conf->subaddr_delim;
 		delim[1] = '\0';
@@ -382,11 +392,16 @@ print_tables(struct printer *p, const struct config *conf)
 
 static void
 print_exec_opts(FILE *fp, const char *user, const char *group,
-    const char *chroot)
+    const char *chroot, const char *protocol, uint32_t timeout)
 {
 	put_opt(fp, "user", user);
 	put_opt(fp, "group", group);
 	put_opt(fp, "chroot", chroot);
+	put_opt(fp, "protocol", protocol);
+	if (timeout != 0) {
+		fputs(" timeout ", fp);
+		put_duration(fp, timeout);
+	}
 }
 
 static void
@@ -399,7 +414,8 @@ print_procs(struct printer *p, const struct config *conf)
 		put_str(p->fp, pr->name);
 		fputc(' ', p->fp);
 		put_str(p->fp, pr->command);
-		print_exec_opts(p->fp, pr->user, pr->group, pr->chroot);
+		print_exec_opts(p->fp, pr->user, pr->group, pr->chroot,
+		    pr->protocol, pr->timeout);
 		fputc('\n', p->fp);
 	}
 }
@@ -479,7 +495,8 @@ print_filter(FILE *fp, const struct filter *f)
 		break;
 	case F_PROC_EXEC:
 		put_opt(fp, "proc-exec", f->command);
-		print_exec_opts(fp, f->user, f->group, f->chroot);
+		print_exec_opts(fp, f->user, f->group, f->chroot,
+		    f->protocol, f->timeout);
 		break;
 	case F_CHAIN:
 		fputs(" chain ", fp);

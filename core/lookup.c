@@ -1,8 +1,9 @@
 /*
  * lookup.c - the lookup role: rule matching and recipient expansion
- * (aliases.c) for the smtp and queue roles, AUTH credentials (auth.c).  Runs unprivileged.  This is
- * where table modules, DNS and filters will run too, so that nothing slow
- * ever blocks smtp.
+ * (aliases.c) for the smtp and queue roles, AUTH credentials (auth.c),
+ * and the filter chains of filtered listeners (filter.c).  Runs
+ * unprivileged.  This is where table modules and DNS run too, so that
+ * nothing slow ever blocks smtp.
  */
 #include <sys/socket.h>
 
@@ -43,6 +44,10 @@ lookup_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
 			    "tables", name ? name : "");
 		return;
 	}
+	if (m->type >= IMSG_FILTER_PROC && m->type <= IMSG_FILTER_RESULT) {
+		filter_imsg(m, from);
+		return;
+	}
 	if (from == ROLE_PARENT && m->type == IMSG_LKA_FORWARD_RESULT) {
 		aliases_forward_result(m);
 		return;
@@ -56,4 +61,5 @@ lookup_main(void)
 {
 	if (table_reopen_lookups(env.conf) == -1)
 		fatalx("lookup: cannot open the tables");
+	filter_init();
 }

@@ -1132,9 +1132,36 @@ parse_ca(struct parser *p)
 	return cf_eol(p);
 }
 
-/* user U, group G, chroot D after a proc or proc-exec command. */
+/*
+ * The smtpd-filters protocol version a filter process is told: "0.6" is
+ * what OpenSMTPD 6.8 speaks (Debian's filters expect it), "0.7" what 7.4
+ * and later speak.
+ */
 int
-cf_proc_params(struct parser *p, char **user, char **group, char **chroot)
+cf_filter_protocol(struct parser *p, char **out)
+{
+	char	*v;
+
+	if (*out != NULL)
+		return cf_twice(p, "protocol");
+	if (cf_word(p, "a filter protocol version", &v) == -1)
+		return -1;
+	if (strcmp(v, "0.6") != 0 && strcmp(v, "0.7") != 0) {
+		cf_err(p, cf_line(p), "filter protocol \"%s\": expected "
+		    "\"0.6\" or \"0.7\"", v);
+		free(v);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+/*
+ * user U, group G, chroot D after a proc or proc-exec command, and our
+ * own protocol V and timeout D.
+ */
+int
+cf_proc_params(struct parser *p, const struct proc_params *pp)
 {
 	const struct token	*t;
 	int			 rc = 0;
@@ -1142,16 +1169,24 @@ cf_proc_params(struct parser *p, char **user, char **group, char **chroot)
 	while (rc == 0 && !cf_is_eol(t = cf_peek(p, 0))) {
 		if (cf_is_kw(t, "user")) {
 			cf_take(p);
-			rc = cf_string_opt(p, "user", "a user name", user);
+			rc = cf_string_opt(p, "user", "a user name", pp->user);
 		} else if (cf_is_kw(t, "group")) {
 			cf_take(p);
-			rc = cf_string_opt(p, "group", "a group name", group);
+			rc = cf_string_opt(p, "group", "a group name",
+			    pp->group);
 		} else if (cf_is_kw(t, "chroot")) {
 			cf_take(p);
-			rc = cf_string_opt(p, "chroot", "a directory", chroot);
+			rc = cf_string_opt(p, "chroot", "a directory",
+			    pp->chroot);
+		} else if (cf_is_kw(t, "protocol")) {
+			cf_take(p);
+			rc = cf_filter_protocol(p, pp->protocol);
+		} else if (cf_is_kw(t, "timeout")) {
+			cf_take(p);
+			rc = cf_duration(p, "filter timeout", pp->timeout);
 		} else
 			return cf_unexpected(p, t, "\"user\", \"group\", "
-			    "\"chroot\" or end of line");
+			    "\"chroot\", \"protocol\", \"timeout\" or end of line");
 	}
 	return rc;
 }
@@ -1160,6 +1195,7 @@ static int
 parse_proc(struct parser *p)
 {
 	struct proc	*pr;
+	struct proc_params pp;
 	char		*name;
 	int		 line = cf_line(p);
 
@@ -1178,7 +1214,12 @@ parse_proc(struct parser *p)
 	TAILQ_INSERT_TAIL(&p->conf->procs, pr, entry);
 	if (cf_word(p, "a command", &pr->command) == -1)
 		return -1;
-	if (cf_proc_params(p, &pr->user, &pr->group, &pr->chroot) == -1)
+	pp.user = &pr->user;
+	pp.group = &pr->group;
+	pp.chroot = &pr->chroot;
+	pp.protocol = &pr->protocol;
+	pp.timeout = &pr->timeout;
+	if (cf_proc_params(p, &pp) == -1)
 		return -1;
 	return cf_eol(p);
 }
@@ -1313,9 +1354,17 @@ parse_smtp(struct parser *p)
 	} else if (cf_is_kw(t, "sub-addr-delim")) {
 		cf_take(p);
 		rc = smtp_delim(p);
+	} else if (cf_is_kw(t, "filter-protocol")) {
+		cf_take(p);
+		rc = cf_filter_protocol(p, &p->conf->filter_protocol);
+	} else if (cf_is_kw(t, "filter-timeout")) {
+		cf_take(p);
+		rc = cf_duration(p, "filter-timeout",
+		    &p->conf->filter_timeout);
 	} else
 		return cf_unexpected(p, t, "\"max-message-size\", \"limit\", "
-		    "\"ciphers\" or \"sub-addr-delim\"");
+		    "\"ciphers\", \"sub-addr-delim\", \"filter-protocol\" or "
+		    "\"filter-timeout\"");
 	return rc == -1 ? -1 : cf_eol(p);
 }
 

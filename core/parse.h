@@ -114,7 +114,16 @@ void	 cf_legacy(struct parser *, int line);
 
 /* Resolves (and forgets) the names read since refs[mark]. */
 int	 cf_resolve_from(struct parser *, size_t mark);
-int	 cf_proc_params(struct parser *, char **, char **, char **);
+/* What may follow a proc or proc-exec command. */
+struct proc_params {
+	char		**user;
+	char		**group;
+	char		**chroot;
+	char		**protocol;
+	uint32_t	 *timeout;
+};
+int	 cf_proc_params(struct parser *, const struct proc_params *);
+int	 cf_filter_protocol(struct parser *, char **);
 int	 cf_warn_intervals(struct parser *);
 
 /* parse.c: directives other files call */

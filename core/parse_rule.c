@@ -772,8 +772,12 @@ parse_filter(struct parser *p)
 		cf_take(p);
 		f->type = F_PROC_EXEC;
 		rc = cf_word(p, "a command", &f->command);
-		if (rc == 0)
-			rc = cf_proc_params(p, &f->user, &f->group, &f->chroot);
+		if (rc == 0) {
+			struct proc_params pp = { &f->user, &f->group,
+			    &f->chroot, &f->protocol, &f->timeout };
+
+			rc = cf_proc_params(p, &pp);
+		}
 	} else if (cf_is_kw(t, "chain")) {
 		cf_take(p);
 		rc = filter_chain(p, f);

@@ -30,6 +30,7 @@
 #include <event2/event.h>
 
 #include "smtpd.h"
+#include "smtp_filter.h"
 
 enum smtp_state {
 	S_CONNECTED,		/* before HELO/EHLO */
@@ -46,6 +47,9 @@ enum smtp_wait {
 	W_LOOKUP,		/* RCPT verdict */
 	W_CREATE,		/* message descriptor for DATA */
 	W_COMMIT,		/* end of DATA made durable */
+	W_FILTER,		/* a filter verdict (smtp_filter.c) */
+	W_FDATA,		/* the filtered message back from the chain */
+	W_MAILID,		/* filtered MAIL: a msgid for tx-begin */
 	W_AUTH,			/* credentials checked, or the 535 delay */
 };
 
@@ -56,6 +60,9 @@ enum smtp_auth_step {
 	AUTH_LOGIN_USER,	/* 334 Username: */
 	AUTH_LOGIN_PASS,	/* 334 Password: */
 };
+
+/* Which reply brings which filter report (smtp_freply). */
+enum smtp_freply { FR_NONE, FR_HELO, FR_MAIL, FR_RCPT, FR_DATA };
 
 #define DATA_TOO_BIG	0x01
 #define DATA_LOOP	0x02
@@ -110,6 +117,17 @@ struct smtp_session {
 	int			 data_errno;	/* why writing failed */
 	int			 in_headers;
 	int			 nreceived;
+	/* proc filters; all zero when the listener has none */
+	int			 filtered;
+	int			 fjunk;		/* the session is junk */
+	int			 ftxjunk;	/* ... or this message */
+	int			 ffailed;	/* a filter broke: 421 */
+	char			*fcmd;		/* command awaiting its verdict */
+	enum fphase		 fphase;
+	enum smtp_freply	 freply;
+	char			 faddr[SMTPD_MAXADDR];
+	struct evbuffer		*fdata;		/* lines for the chain */
+	size_t			 fdatalen;
 };
 
 #define SESSION_HASH	4096
@@ -121,6 +139,15 @@ static void	smtp_process_input(struct smtp_session *);
 static int	smtp_session_secure(const struct smtp_session *);
 static int	auth_offered(const struct smtp_session *);
 static void	smtp_free(struct smtp_session *, const char *reason);
+static void	smtp_freply(struct smtp_session *, const char *, size_t);
+static void	smtp_freport_tx(struct smtp_session *, enum filter_event);
+static int	smtp_fcommand(struct smtp_session *, const char *line,
+		    const char *cmd, const char *arg);
+static int	smtp_fdata_begin(struct smtp_session *, const char *);
+static void	message_create(struct smtp_session *);
+static void	smtp_dispatch(struct smtp_session *, char *, char *);
+static void	smtp_filter_answer(struct smtp_session *, struct ipc_msg *);
+static void	smtp_fdata_line(struct smtp_session *, const char *, size_t);
 
 /* ------------------------------------------------------------ helpers */
 
@@ -182,6 +209,8 @@ smtp_reply(struct smtp_session *s, const char *fmt, ...)
 	if ((size_t)n > sizeof(buf) - 3)
 		n = sizeof(buf) - 3;
 	log_debug("%016" PRIx64 " smtp >>> %.*s", s->id, n, buf);
+	if (s->filtered)
+		smtp_freply(s, buf, n);
 	buf[n++] = '\r';
 	buf[n++] = '\n';
 	bufferevent_write(s->bev, buf, n);
@@ -210,6 +239,11 @@ smtp_tx_reset(struct smtp_session *s)
 {
 	size_t	 i;
 
+	if (s->filtered && s->msgid) {
+		smtp_freport_tx(s, FE_TX_ROLLBACK);
+		smtp_freport_tx(s, FE_TX_RESET);
+	}
+	s->ftxjunk = 0;
 	if (s->ofile) {
 		fclose(s->ofile);
 		s->ofile = NULL;
@@ -421,6 +455,12 @@ cmd_mail(struct smtp_session *s, char *arg)
 		return;
 	}
 	s->state = S_MAIL;
+	/* Filters learn the msgid at tx-begin, with this 250. */
+	if (s->filtered && !s->msgid) {
+		message_create(s);
+		s->wait = W_MAILID;
+		return;
+	}
 	smtp_reply(s, "250 2.0.0 Ok");
 }
 
@@ -575,22 +615,38 @@ cmd_data(struct smtp_session *s, char *arg)
 	s->wait = W_CREATE;
 }
 
+/* Our Received header, LF line ends; filters see it first. */
 static void
-write_received(struct smtp_session *s)
+received_text(struct smtp_session *s, char *buf, size_t len)
 {
 	char		 date[64];
 	time_t		 now = time(NULL);
 	struct tm	 tm;
+	int		 n;
 
 	localtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
-	fprintf(s->ofile, "Received: from %s (<unknown> [%s])\n"
-	    "\tby %s (OpenSMTPD) with %sSMTP%s id %08" PRIx32,
+	n = snprintf(buf, len, "Received: from %s (<unknown> [%s])\n"
+	    "\tby %s (OpenSMTPD) with %sSMTP%s id %08" PRIx32 "%s%s%s;\n\t%s\n",
 	    s->helo, s->src, smtp_name(s), s->esmtp ? "E" : "",
-	    s->authenticated ? "A" : "", s->msgid);
-	if (s->nrcpt == 1)
-		fprintf(s->ofile, "\n\tfor <%s>", s->rcpts[0].addr);
-	fprintf(s->ofile, ";\n\t%s\n", date);
+	    s->authenticated ? "A" : "", s->msgid,
+	    s->nrcpt == 1 ? "\n\tfor <" : "",
+	    s->nrcpt == 1 ? s->rcpts[0].addr : "", s->nrcpt == 1 ? ">" : "",
+	    date);
+	if (n < 0 || (size_t)n >= len)
+		fatalx("smtp: Received header too long");
+}
+
+static void
+write_received(struct smtp_session *s)
+{
+	char	 buf[2048];
+
+	received_text(s, buf, sizeof(buf));
+	if (s->filtered)
+		smtp_fdata_begin(s, buf);
+	else
+		fputs(buf, s->ofile);
 }
 
 static void
@@ -639,6 +695,9 @@ create_result(struct smtp_session *s, struct ipc_msg *m)
 	}
 	if (s->create_stale || s->closing) {
 		s->create_stale = 0;
+		/* A closing session waits for nothing any more. */
+		if (s->closing && (s->wait == W_CREATE || s->wait == W_MAILID))
+			s->wait = W_NONE;
 		if (fd != -1) {
 			close(fd);
 			message_rollback(msgid);
@@ -651,7 +710,7 @@ create_result(struct smtp_session *s, struct ipc_msg *m)
 	if (fd == -1) {
 		/* Told at DATA: a pending RCPT answer must come first. */
 		s->create_error = 1;
-		if (s->wait == W_CREATE) {
+		if (s->wait == W_CREATE || s->wait == W_MAILID) {
 			s->wait = W_NONE;
 			create_failed(s);
 		}
@@ -662,6 +721,9 @@ create_result(struct smtp_session *s, struct ipc_msg *m)
 	if (s->wait == W_CREATE) {
 		s->wait = W_NONE;
 		data_begin(s);
+	} else if (s->wait == W_MAILID) {
+		s->wait = W_NONE;
+		smtp_reply(s, "250 2.0.0 Ok");
 	}
 }
 
@@ -792,6 +854,10 @@ commit_result(struct smtp_session *s, struct ipc_msg *m)
 	    s->esmtp ? "ESMTP" : "SMTP");
 	smtp_reply(s, "250 2.0.0 %08" PRIx32 " Message accepted for delivery",
 	    s->msgid);
+	if (s->filtered) {
+		smtp_freport_tx(s, FE_TX_COMMIT);
+		smtp_freport_tx(s, FE_TX_RESET);
+	}
 	s->msgid = 0;		/* committed: no rollback */
 	s->nmails++;
 	smtp_tx_reset(s);
@@ -998,20 +1064,35 @@ cmd_auth(struct smtp_session *s, char *arg)
 		    " AUTH method \"%.50s\" not supported", mech);
 }
 
+/*
+ * The user name as logs and filters get it: it is the client's, so
+ * nothing in it may split a log line or a filter protocol field.
+ */
 static void
-auth_log(struct smtp_session *s, const char *result)
+auth_user_safe(const struct smtp_session *s, char *user, size_t len)
 {
-	char	 user[SMTPD_MAXADDR];
 	size_t	 i;
 
-	/* the name is the client's: nothing it sends may forge a log line */
-	msd_strlcpy(user, s->auth_user, sizeof(user));
+	msd_strlcpy(user, s->auth_user, len);
 	for (i = 0; user[i]; i++)
 		if ((unsigned char)user[i] < 0x20 || user[i] == 0x7f ||
-		    user[i] == ' ')
+		    user[i] == ' ' || user[i] == '|')
 			user[i] = '?';
+}
+
+static void
+auth_report(struct smtp_session *s, uint32_t status)
+{
+	const char	*result = status == LKA_OK ? "ok" :
+			    status == LKA_REJECT ? "permfail" : "tempfail";
+	char		 user[SMTPD_MAXADDR];
+
+	auth_user_safe(s, user, sizeof(user));
 	log_info("%016" PRIx64 " smtp authentication user=%s result=%s",
 	    s->id, user, result);
+	if (s->filtered)
+		smtp_filter_report(s->id, FE_LINK_AUTH, 2, status == LKA_OK ?
+		    "pass" : status == LKA_REJECT ? "fail" : "error", user);
 }
 
 /* The 535 comes after a delay, longer with each failure of the client. */
@@ -1040,19 +1121,17 @@ auth_result(struct smtp_session *s, struct ipc_msg *m)
 	unsigned int	 fails;
 
 	ipc_get_end(m);
+	auth_report(s, status);
 	if (status == LKA_OK) {
 		s->authenticated = 1;
-		auth_log(s, "ok");
 		smtp_reply(s, "235 2.0.0 Authentication succeeded");
 		return;
 	}
 	if (status == LKA_TEMPFAIL) {
-		auth_log(s, "tempfail");
 		smtp_reply(s, "421 4.7.0 Temporary failure");
 		smtp_quit(s);
 		return;
 	}
-	auth_log(s, "permfail");
 	fails = auth_ip_failures(s, 1);
 	tv.tv_sec = fails > 5 ? 5 : fails - 1;
 	tv.tv_usec = msd_random() % 1000000;
@@ -1081,17 +1160,49 @@ no_args(struct smtp_session *s, const char *arg)
 	return 0;
 }
 
+/*
+ * The line as logs and filters see it: an AUTH initial response is a
+ * credential, shown as "********" (continuation lines never show).
+ */
+static char *
+masked_line(const char *line)
+{
+	const char	*sp;
+	char		*out;
+
+	if (strncasecmp(line, "AUTH ", 5) != 0 ||
+	    (sp = strchr(line + 5, ' ')) == NULL)
+		return xstrdup(line);
+	xasprintf(&out, "%.*s ********", (int)(sp - line), line);
+	return out;
+}
+
 static void
 smtp_command(struct smtp_session *s, char *line)
 {
-	char	*arg;
+	char	*arg, *full;
 
-	log_debug("%016" PRIx64 " smtp <<< %s", s->id, line);
+	full = masked_line(line);
+	log_debug("%016" PRIx64 " smtp <<< %s", s->id, full);
+	if (!s->filtered) {
+		free(full);
+		full = NULL;
+	}
 	for (arg = line; *arg && *arg != ' '; arg++)
 		;
 	if (*arg)
 		*arg++ = '\0';
+	if (full != NULL && smtp_fcommand(s, full, line, arg)) {
+		free(full);
+		return;		/* runs when the filters have answered */
+	}
+	free(full);
+	smtp_dispatch(s, line, arg);
+}
 
+static void
+smtp_dispatch(struct smtp_session *s, char *line, char *arg)
+{
 	if (!strcasecmp(line, "HELO") || !strcasecmp(line, "EHLO"))
 		cmd_helo(s, arg, line[0] == 'E' || line[0] == 'e');
 	else if (!strcasecmp(line, "MAIL"))
@@ -1143,8 +1254,17 @@ smtp_process_input(struct smtp_session *s)
 	size_t		 len;
 
 	while (s->wait == W_NONE && s->state != S_QUIT) {
+		if (s->ffailed) {
+			smtp_reply(s, "421 4.3.0 Temporary failure: a mail"
+			    " filter is not available");
+			smtp_tx_reset(s);
+			smtp_quit(s);
+			return;
+		}
 		line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF);
 		if (line == NULL) {
+			if (s->fdata != NULL)
+				smtp_filter_data(s->id, s->fdata);
 			if (evbuffer_get_length(in) >= SMTPD_MAXLINESIZE)
 				line_too_long(s, "Line");
 			return;
@@ -1157,7 +1277,9 @@ smtp_process_input(struct smtp_session *s)
 			return;
 		}
 		if (s->state == S_DATA) {
-			if (len == 1 && line[0] == '.')
+			if (s->filtered)
+				smtp_fdata_line(s, line, len);
+			else if (len == 1 && line[0] == '.')
 				data_end(s);
 			else
 				data_line(s, line, len);
@@ -1207,6 +1329,8 @@ smtp_on_timeout(evutil_socket_t fd, short ev, void *arg)
 		smtp_touch(s);		/* another role is working on it */
 		return;
 	}
+	if (s->filtered)
+		smtp_filter_report(s->id, FE_TIMEOUT, 0);
 	smtp_reply(s, "421 4.4.2 Timeout");
 	smtp_tx_reset(s);
 	smtp_quit(s);
@@ -1230,6 +1354,13 @@ smtp_free(struct smtp_session *s, const char *reason)
 	if (s->wait != W_NONE || s->creating)
 		return;
 	smtp_tx_reset(s);
+	if (s->filtered) {
+		smtp_filter_report(s->id, FE_LINK_DISCONNECT, 0);
+		smtp_filter_end(s->id);
+		if (s->fdata != NULL)
+			evbuffer_free(s->fdata);
+		free(s->fcmd);
+	}
 	session_unlink(s);
 	bufferevent_free(s->bev);
 	event_free(s->timeout);
@@ -1278,6 +1409,15 @@ smtp_session_accept(int fd, const struct listener *l)
 	smtp_touch(s);
 	log_info("%016" PRIx64 " smtp connected address=%s host=<unknown>",
 	    s->id, s->src);
+	if (l->lc->filter != NULL) {
+		/* The banner waits for the connect phase of the filters. */
+		s->filtered = 1;
+		s->fphase = FPH_CONNECT;
+		s->wait = W_FILTER;
+		smtp_filter_begin(s->id, l->lc->filter, fd, &s->ss,
+		    smtp_name(s));
+		return;
+	}
 	smtp_reply(s, "220 %s " SMTPD_BANNER_NAME, smtp_name(s));
 }
 
@@ -1289,6 +1429,12 @@ smtp_session_imsg(struct ipc_msg *m, enum smtpd_role from)
 	enum smtp_wait	 was;
 	uint64_t	 id = ipc_get_u64(m);
 
+	if (m->type == IMSG_FILTER_RESULT || m->type == IMSG_FILTER_DATA) {
+		/* The session may be gone: the chain answers regardless. */
+		if ((s = session_find(id)) != NULL)
+			smtp_filter_answer(s, m);
+		return;
+	}
 	if ((s = session_find(id)) == NULL)
 		fatalx("smtp: %s answer for unknown session %016" PRIx64,
 		    ipc_type_name(m->type), id);
@@ -1333,4 +1479,358 @@ smtp_session_imsg(struct ipc_msg *m, enum smtpd_role from)
 	if (s->state != S_QUIT) {
 		smtp_process_input(s);
 	}
+}
+
+/* ------------------------------------------------------------ filters */
+
+/*
+ * A listener with `filter NAME`: every command of a phase the filters
+ * know waits for the chain's verdict (W_FILTER) before it runs, and the
+ * message goes through the chain's data-line filters before it is
+ * written to the queue (W_FDATA at the end of DATA), then through the
+ * commit phase.  Reports follow the replies, as OpenSMTPD sends them.
+ */
+
+static void
+smtp_freport_tx(struct smtp_session *s, enum filter_event e)
+{
+	char	 msgid[16], size[24];
+
+	snprintf(msgid, sizeof(msgid), "%08" PRIx32, s->msgid);
+	if (e == FE_TX_COMMIT) {
+		snprintf(size, sizeof(size), "%zu", s->datalen);
+		smtp_filter_report(s->id, e, 2, msgid, size);
+	} else
+		smtp_filter_report(s->id, e, 1, msgid);
+}
+
+/* Reports a reply brings: link-identify before it, tx-* after it. */
+static void
+smtp_freply(struct smtp_session *s, const char *buf, size_t n)
+{
+	enum smtp_freply what = s->freply;
+	char		 line[1024], msgid[16];
+	const char	*result = buf[0] == '2' || buf[0] == '3' ? "ok" :
+			    buf[0] == '4' ? "tempfail" : "permfail";
+
+	if (n >= sizeof(line))
+		n = sizeof(line) - 1;
+	memcpy(line, buf, n);
+	line[n] = '\0';
+	s->freply = FR_NONE;
+	if (what == FR_HELO && buf[0] == '2')
+		smtp_filter_report(s->id, FE_LINK_IDENTIFY, 2,
+		    s->esmtp ? "EHLO" : "HELO", s->helo);
+	smtp_filter_report(s->id, FE_PROTOCOL_SERVER, 1, line);
+	snprintf(msgid, sizeof(msgid), "%08" PRIx32, s->msgid);
+	switch (what) {
+	case FR_MAIL:
+		if (buf[0] == '2')
+			smtp_filter_report(s->id, FE_TX_BEGIN, 1, msgid);
+		smtp_filter_report(s->id, FE_TX_MAIL, 3, msgid, result,
+		    s->faddr);
+		break;
+	case FR_RCPT:
+		smtp_filter_report(s->id, FE_TX_RCPT, 3, msgid, result,
+		    s->faddr);
+		break;
+	case FR_DATA:
+		smtp_filter_report(s->id, FE_TX_DATA, 2, msgid, result);
+		break;
+	default:
+		break;
+	}
+}
+
+/* Which reports the command's reply brings. */
+static void
+smtp_fprepare(struct smtp_session *s, const char *cmd, const char *arg)
+{
+	s->freply = FR_NONE;
+	if (!strcasecmp(cmd, "HELO") || !strcasecmp(cmd, "EHLO"))
+		s->freply = FR_HELO;
+	else if (!strcasecmp(cmd, "DATA"))
+		s->freply = FR_DATA;
+	else if (!strcasecmp(cmd, "MAIL") || !strcasecmp(cmd, "RCPT")) {
+		s->freply = cmd[0] == 'M' || cmd[0] == 'm' ? FR_MAIL : FR_RCPT;
+		if (smtp_filter_addr(arg, s->freply == FR_MAIL ? "FROM:" :
+		    "TO:", s->faddr, sizeof(s->faddr), NULL) == -1)
+			s->faddr[0] = '\0';
+	}
+}
+
+/* The phase a command asks the filters about, -1 for none; *param. */
+static int
+smtp_fphase(struct smtp_session *s, const char *cmd, const char *arg,
+    const char **param)
+{
+	*param = "";
+	if (!strcasecmp(cmd, "HELO") || !strcasecmp(cmd, "EHLO")) {
+		while (*arg == ' ')
+			arg++;
+		*param = arg;
+		if (s->state != S_CONNECTED || *arg == '\0')
+			return -1;
+		return cmd[0] == 'H' || cmd[0] == 'h' ? FPH_HELO : FPH_EHLO;
+	}
+	if (!strcasecmp(cmd, "MAIL")) {
+		*param = s->faddr;
+		return s->state == S_HELO && s->freply == FR_MAIL &&
+		    smtp_filter_addr(arg, "FROM:", s->faddr,
+		    sizeof(s->faddr), NULL) == 0 ? FPH_MAIL_FROM : -1;
+	}
+	if (!strcasecmp(cmd, "RCPT")) {
+		*param = s->faddr;
+		return (s->state == S_MAIL || s->state == S_RCPT) &&
+		    smtp_filter_addr(arg, "TO:", s->faddr, sizeof(s->faddr),
+		    NULL) == 0 ? FPH_RCPT_TO : -1;
+	}
+	if (!strcasecmp(cmd, "DATA"))
+		return s->state == S_RCPT && *arg == '\0' ? FPH_DATA : -1;
+	if (!strcasecmp(cmd, "AUTH")) {
+		/* the mechanism only: filters get no credentials */
+		snprintf(s->faddr, sizeof(s->faddr), "%.*s%s",
+		    (int)strcspn(arg, " "), arg, strchr(arg, ' ') ?
+		    " ********" : "");
+		*param = s->faddr;
+		return s->state == S_HELO && auth_offered(s) ? FPH_AUTH : -1;
+	}
+	if (!strcasecmp(cmd, "RSET"))
+		return FPH_RSET;
+	if (!strcasecmp(cmd, "QUIT"))
+		return FPH_QUIT;
+	if (!strcasecmp(cmd, "NOOP"))
+		return FPH_NOOP;
+	return -1;
+}
+
+/* 1: the command waits for the filters' verdict; 0: it runs now. */
+static int
+smtp_fcommand(struct smtp_session *s, const char *line, const char *cmd,
+    const char *arg)
+{
+	const char	*param;
+	int		 ph;
+
+	smtp_filter_report(s->id, FE_PROTOCOL_CLIENT, 1, line);
+	smtp_fprepare(s, cmd, arg);
+	if ((ph = smtp_fphase(s, cmd, arg, &param)) == -1)
+		return 0;
+	s->fcmd = xstrdup(line);
+	s->fphase = ph;
+	s->wait = W_FILTER;
+	smtp_filter_phase(s->id, ph, param);
+	return 1;
+}
+
+/* The command, with the argument a filter rewrote when rewrite is set. */
+static void
+smtp_frun(struct smtp_session *s, char *line, const char *rewrite)
+{
+	char		 buf[SMTPD_MAXCMDSIZE + SMTPD_MAXADDR];
+	const char	*after, *prefix;
+	char		*arg;
+	size_t		 n;
+
+	for (arg = line; *arg && *arg != ' '; arg++)
+		;
+	if (*arg)
+		*arg++ = '\0';
+	if (rewrite != NULL && (s->fphase == FPH_HELO ||
+	    s->fphase == FPH_EHLO)) {
+		msd_strlcpy(buf, rewrite, sizeof(buf));
+		arg = buf;
+	} else if (rewrite != NULL && (s->fphase == FPH_MAIL_FROM ||
+	    s->fphase == FPH_RCPT_TO)) {
+		prefix = s->fphase == FPH_MAIL_FROM ? "FROM:" : "TO:";
+		if (smtp_filter_addr(arg, prefix, s->faddr, sizeof(s->faddr),
+		    &after) == -1)
+			after = "";
+		/* The new address, with or without its angle brackets. */
+		n = strlen(rewrite);
+		if (n >= 2 && rewrite[0] == '<' && rewrite[n - 1] == '>') {
+			rewrite++;
+			n -= 2;
+		}
+		snprintf(buf, sizeof(buf), "%s<%.*s>%s", prefix, (int)n,
+		    rewrite, after);
+		arg = buf;
+	}
+	smtp_fprepare(s, line, arg);
+	smtp_dispatch(s, line, arg);
+}
+
+static void
+smtp_greet(struct smtp_session *s)
+{
+	smtp_reply(s, "220 %s " SMTPD_BANNER_NAME, smtp_name(s));
+	smtp_filter_report(s->id, FE_LINK_GREETING, 1, smtp_name(s));
+}
+
+static void
+smtp_fclose(struct smtp_session *s, const char *text)
+{
+	smtp_reply(s, "%s", text);
+	smtp_tx_reset(s);
+	smtp_quit(s);
+}
+
+static void
+smtp_fverdict(struct smtp_session *s, enum filter_verdict v,
+    const char *text)
+{
+	char	*line = s->fcmd;
+
+	s->fcmd = NULL;
+	if (text == NULL)
+		text = "421 4.3.0 Temporary failure";
+	if (v == FV_JUNK) {
+		if (s->fphase >= FPH_MAIL_FROM && s->fphase <= FPH_COMMIT &&
+		    s->fphase != FPH_RSET && s->fphase != FPH_QUIT &&
+		    s->fphase != FPH_NOOP)
+			s->ftxjunk = 1;
+		else
+			s->fjunk = 1;
+	}
+	switch (v) {
+	case FV_PROCEED:
+	case FV_JUNK:
+	case FV_REWRITE:
+		if (s->fphase == FPH_CONNECT)
+			smtp_greet(s);
+		else if (s->fphase == FPH_COMMIT)
+			data_end(s);
+		else
+			smtp_frun(s, line, v == FV_REWRITE ? text : NULL);
+		break;
+	case FV_REJECT:
+	case FV_TEMPFAIL:
+		if (s->fphase == FPH_CONNECT) {
+			smtp_fclose(s, text);
+			break;
+		}
+		smtp_reply(s, "%s", text);
+		if (s->fphase == FPH_COMMIT)
+			smtp_tx_reset(s);
+		break;
+	case FV_DISCONNECT:
+	case FV_FAIL:
+		smtp_fclose(s, text);
+		break;
+	}
+	free(line);
+}
+
+/* Client lines of a filtered message go to the chain, dot-stuffed. */
+static int
+smtp_fdata_begin(struct smtp_session *s, const char *received)
+{
+	if (s->fdata == NULL && (s->fdata = evbuffer_new()) == NULL)
+		fatalx("smtp: evbuffer_new");
+	s->fdatalen = 0;
+	if (s->fjunk || s->ftxjunk)
+		evbuffer_add(s->fdata, "X-Spam: Yes\n", 12);
+	evbuffer_add(s->fdata, received, strlen(received));
+	return 0;
+}
+
+static void
+smtp_fdata_line(struct smtp_session *s, const char *line, size_t len)
+{
+	if (len == 1 && line[0] == '.') {
+		smtp_filter_report(s->id, FE_PROTOCOL_CLIENT, 1, ".");
+		evbuffer_add(s->fdata, ".\n", 2);
+		smtp_filter_data(s->id, s->fdata);
+		s->wait = W_FDATA;
+		return;
+	}
+	/* What the chain would get beyond the limit is refused anyway. */
+	s->fdatalen += len + 1;
+	if (s->fdatalen > env.conf->max_message_size) {
+		s->dataflags |= DATA_TOO_BIG;
+		return;
+	}
+	evbuffer_add(s->fdata, line, len);
+	evbuffer_add(s->fdata, "\n", 1);
+	if (evbuffer_get_length(s->fdata) >= IPC_CHUNK)
+		smtp_filter_data(s->id, s->fdata);
+}
+
+/* The whole message is back: the commit phase, or the size error. */
+static void
+smtp_fdata_done(struct smtp_session *s)
+{
+	s->wait = W_NONE;
+	if (s->closing) {
+		smtp_free(s, "closed");
+		return;
+	}
+	if (s->dataflags) {
+		data_end(s);
+		return;
+	}
+	s->fphase = FPH_COMMIT;
+	s->wait = W_FILTER;
+	smtp_filter_phase(s->id, FPH_COMMIT, "");
+}
+
+/* Lines out of the chain: written to the queue file as they come. */
+static void
+smtp_fdata_back(struct smtp_session *s, struct ipc_msg *m)
+{
+	const char	*p, *nl;
+	size_t		 len, n;
+
+	p = ipc_get_data(m, &len);
+	ipc_get_end(m);
+	for (; len > 0; p = nl + 1, len -= n + 1) {
+		if ((nl = memchr(p, '\n', len)) == NULL)
+			fatalx("smtp: filtered data without a line end");
+		n = nl - p;
+		if (n == 1 && p[0] == '.') {
+			if (s->wait == W_FDATA)
+				smtp_fdata_done(s);
+			return;
+		}
+		if (s->state == S_DATA && s->ofile != NULL && !s->closing)
+			data_line(s, (char *)p, n);
+	}
+}
+
+static void
+smtp_filter_answer(struct smtp_session *s, struct ipc_msg *m)
+{
+	enum filter_verdict v;
+	const char	*text;
+
+	if (m->type == IMSG_FILTER_DATA) {
+		smtp_fdata_back(s, m);
+		goto resume;
+	}
+	v = ipc_get_u32(m);
+	text = ipc_get_str(m);
+	ipc_get_end(m);
+	if (s->closing) {
+		if (s->wait == W_FILTER || s->wait == W_FDATA) {
+			s->wait = W_NONE;
+			smtp_free(s, "closed");
+		}
+		return;
+	}
+	if (s->wait == W_FILTER) {
+		s->wait = W_NONE;
+		smtp_fverdict(s, v, text);
+	} else if (s->wait == W_FDATA && (v == FV_TEMPFAIL || v == FV_FAIL)) {
+		s->wait = W_NONE;
+		smtp_reply(s, "%s", text ? text : "451 4.3.0 Temporary failure");
+		smtp_tx_reset(s);
+		if (v == FV_FAIL)
+			smtp_quit(s);
+	} else if (v == FV_FAIL)
+		s->ffailed = 1;		/* told when the session reads again */
+	else
+		return;
+resume:
+	if (!s->closing && s->state != S_QUIT)
+		smtp_process_input(s);
 }

@@ -425,7 +425,8 @@ reap_until(time_t deadline, int (*done)(void))
 			for (r = ROLE_CONTROL; r < ROLE_MAX; r++)
 				if (role_pid[r] == pid)
 					role_pid[r] = 0;
-			mda_child_exited(pid, status);
+			if (!filter_exec_exited(pid, status))
+				mda_child_exited(pid, status);
 		}
 		if (done() || time(NULL) >= deadline)
 			return;
@@ -469,6 +470,7 @@ shutdown_roles(int code)
 		if (role_pid[r] > 0)
 			kill(role_pid[r], SIGTERM);
 	mda_stop();
+	filter_exec_stop();
 	reap_until(time(NULL) + SHUTDOWN_DELIVERY_WAIT, front_done);
 	if (role_pid[ROLE_QUEUE] > 0) {
 		ipc_end(ipc_begin(env.peer[ROLE_QUEUE], IMSG_CTL_SHUTDOWN), -1);
@@ -516,7 +518,7 @@ on_sigchld(evutil_socket_t sig, short ev, void *arg)
 		if (r < ROLE_MAX) {
 			role_died(r, status);
 			died = 1;
-		} else
+		} else if (!filter_exec_exited(pid, status))
 			mda_child_exited(pid, status);
 	}
 	if (died) {
@@ -621,6 +623,10 @@ parent_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
 		forward_open(m);
 		return;
 	}
+	if (from == ROLE_LOOKUP && m->type == IMSG_FILTER_RESTART) {
+		filter_exec_restart(m);
+		return;
+	}
 	fatalx("parent: unexpected %s from %s", ipc_type_name(m->type),
 	    role_name(from));
 }
@@ -644,6 +650,8 @@ parent_run(void)
 	evsignal_add(ev_hup, NULL);
 	/* The signal events exist before fork: no SIGCHLD can be missed. */
 	fork_roles();
+	/* Filter programs are the parent's children, spawned after roles. */
+	filter_exec_start();
 	on_sigchld(SIGCHLD, 0, NULL);
 	offline_enqueue();
 	log_info("smtpd: " SMTPD_NAME " " PACKAGE_VERSION " starting,"

@@ -32,6 +32,8 @@
 #define DEFAULT_MAX_MAILS	100
 #define DEFAULT_MAX_AUTH_FAILURES 3	/* per session, then 421 */
 #define DEFAULT_MAX_MSGSIZE	(35UL * 1024 * 1024)
+#define DEFAULT_FILTER_TIMEOUT	240		/* a filter's answer, seconds */
+#define DEFAULT_FILTER_PROTOCOL	"0.6"		/* what OpenSMTPD 6.8 says */
 #define DEFAULT_EXPIRE		(4 * 24 * 3600)	/* queue ttl 4d */
 #define MAX_RECEIVED		100		/* loop detection */
 #define IPC_MAX_MSG		(1024 * 1024)	/* one framed message */
@@ -357,6 +359,8 @@ struct filter {
 	char			*user;
 	char			*group;
 	char			*chroot;
+	char			*protocol;	/* `protocol V`; NULL: global */
+	uint32_t		 timeout;	/* `timeout D`; 0: global */
 	/* F_CHAIN */
 	char			**chain;
 	size_t			 nchain;
@@ -373,6 +377,8 @@ struct proc {
 	char			*user;
 	char			*group;
 	char			*chroot;
+	char			*protocol;	/* NULL: smtp filter-protocol */
+	uint32_t		 timeout;	/* 0: smtp filter-timeout */
 	char			*file;
 	int			 line;
 };
@@ -399,6 +405,9 @@ struct config {
 	size_t			 max_auth_failures;
 	char			*smtp_ciphers;
 	char			 subaddr_delim;
+	/* proc filters: smtp filter-protocol / filter-timeout */
+	char			*filter_protocol;	/* NULL: "0.6" */
+	uint32_t		 filter_timeout;	/* seconds */
 	/* queue */
 	int			 queue_compression;
 	int			 queue_encryption;
@@ -687,6 +696,15 @@ enum ipc_type {
 	IMSG_CTL_LIST_END,		/* reqid */
 	IMSG_CTL_UPDATE_TABLE,		/* control -> parent: reqid, name */
 	IMSG_CTL_UPDATE_RESULT,		/* reqid, answer line */
+	/* proc filters (filter_exec.c, filter.c, smtp_filter.c) */
+	IMSG_FILTER_PROC,		/* parent -> lookup: name, +fd */
+	IMSG_FILTER_RESTART,		/* lookup -> parent: name, reason */
+	IMSG_FILTER_BEGIN,		/* smtp -> lookup: sid, chain, link */
+	IMSG_FILTER_REPORT,		/* sid, event, n, strings... */
+	IMSG_FILTER_PHASE,		/* sid, phase, param */
+	IMSG_FILTER_DATA,		/* both ways: sid, lines */
+	IMSG_FILTER_END,		/* smtp -> lookup: sid */
+	IMSG_FILTER_RESULT,		/* lookup -> smtp: sid, decision, text */
 	IMSG_MAX
 };
 
@@ -869,6 +887,46 @@ void	queue_imsg(struct ipc *, struct ipc_msg *, void *);
 /* smtp_session.c */
 void	smtp_session_accept(int fd, const struct listener *);
 void	smtp_session_imsg(struct ipc_msg *, enum smtpd_role from);
+
+/*
+ * Proc filters (smtpd-filters(7)).  Report events and phases in the
+ * protocol's order of names (filter_proc.c has the names); the smtp role
+ * sends events with their fields in the newest protocol's order and the
+ * lookup role writes them in the order each filter's version expects.
+ */
+enum filter_event {
+	FE_LINK_CONNECT, FE_LINK_GREETING, FE_LINK_IDENTIFY, FE_LINK_TLS,
+	FE_LINK_AUTH, FE_LINK_DISCONNECT, FE_TX_RESET, FE_TX_BEGIN,
+	FE_TX_MAIL, FE_TX_RCPT, FE_TX_ENVELOPE, FE_TX_DATA, FE_TX_COMMIT,
+	FE_TX_ROLLBACK, FE_PROTOCOL_CLIENT, FE_PROTOCOL_SERVER,
+	FE_FILTER_REPORT, FE_FILTER_RESPONSE, FE_TIMEOUT, FE_NEVENTS
+};
+enum fphase {
+	FPH_CONNECT, FPH_HELO, FPH_EHLO, FPH_STARTTLS, FPH_AUTH,
+	FPH_MAIL_FROM, FPH_RCPT_TO, FPH_DATA, FPH_DATA_LINE, FPH_RSET,
+	FPH_QUIT, FPH_NOOP, FPH_HELP, FPH_WIZ, FPH_COMMIT, FPH_NPHASES
+};
+/* What IMSG_FILTER_RESULT tells a session. */
+enum filter_verdict {
+	FV_PROCEED,		/* run the command */
+	FV_JUNK,		/* ... and mark the session or message as spam */
+	FV_REWRITE,		/* ... with text as its argument */
+	FV_REJECT,		/* reply text, carry on */
+	FV_DISCONNECT,		/* reply text, close */
+	FV_TEMPFAIL,		/* no answer in time: reply text, carry on */
+	FV_FAIL,		/* a filter broke: reply text, close */
+};
+#define FILTER_LINE_MAX		(SMTPD_MAXLINESIZE + 1024)
+
+/* filter.c (lookup role): chains, sessions, dispatch. */
+void	filter_init(void);
+void	filter_imsg(struct ipc_msg *, enum smtpd_role from);
+
+/* filter_exec.c (parent): starts and restarts the filter programs. */
+void	filter_exec_start(void);
+int	filter_exec_exited(pid_t, int status);
+void	filter_exec_restart(struct ipc_msg *);
+void	filter_exec_stop(void);
 
 /* mda.c (parent): runs one local delivery in a child. */
 int	mda_init(void);			/* loads the methods the config uses */

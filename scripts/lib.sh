@@ -10,8 +10,14 @@ MSD_BUILD_DEPS=(build-essential autoconf automake libtool libltdl-dev pkg-config
 	libevent-dev libtls-dev libjansson-dev libsqlite3-dev libssl-dev libdb-dev
 	libcrypt-dev)
 # postfix is only here for smtp-source (bench/ and the load tests); it is
-# installed with debconf "No configuration" and never started.
-MSD_TEST_DEPS=(python3 swaks postfix iproute2 util-linux procps git dovecot-lmtpd)
+# installed with debconf "No configuration" and never started.  The
+# opensmtpd-filter-* packages and rspamd are the third-party filters of
+# tests/integration/test_filters.py (they pull in no MTA); rspamd's own
+# service is kept from starting by the policy-rc.d below, the test runs
+# its own instance on loopback.
+MSD_TEST_DEPS=(python3 swaks postfix iproute2 util-linux procps git dovecot-lmtpd
+	opensmtpd-filter-dkimsign opensmtpd-filter-senderscore
+	opensmtpd-filter-rspamd rspamd python3-dkim)
 
 msd_log() { printf '==> %s\n' "$*" >&2; }
 msd_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
