@@ -171,8 +171,6 @@ unavailable_listen(struct unavail *u, const struct listen_conf *lc)
 		uint32_t	 flag;
 		const char	*name;
 	} flags[] = {
-		{ LO_TLS, "STARTTLS (listen on ... tls)" },
-		{ LO_SMTPS, "SMTPS (listen on ... smtps)" },
 		{ LO_AUTH | LO_AUTH_OPTIONAL, "SMTP AUTH (listen on ... auth)" },
 		{ LO_PROXY_V2, "the PROXY protocol (listen on ... proxy-v2)" },
 		{ LO_MASQUERADE, "sender masquerading (senders ... masquerade)" },

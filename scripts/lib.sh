@@ -11,7 +11,7 @@ MSD_BUILD_DEPS=(build-essential autoconf automake libtool libltdl-dev pkg-config
 	libcrypt-dev)
 # postfix is only here for smtp-source (bench/ and the load tests); it is
 # installed with debconf "No configuration" and never started.
-MSD_TEST_DEPS=(python3 swaks postfix iproute2 util-linux procps git dovecot-lmtpd)
+MSD_TEST_DEPS=(python3 swaks postfix iproute2 util-linux procps git dovecot-lmtpd openssl)
 
 msd_log() { printf '==> %s\n' "$*" >&2; }
 msd_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
