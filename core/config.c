@@ -173,8 +173,6 @@ unavailable_listen(struct unavail *u, const struct listen_conf *lc)
 		uint32_t	 flag;
 		const char	*name;
 	} flags[] = {
-		{ LO_TLS, "STARTTLS (listen on ... tls)" },
-		{ LO_SMTPS, "SMTPS (listen on ... smtps)" },
 		{ LO_PROXY_V2, "the PROXY protocol (listen on ... proxy-v2)" },
 		{ LO_MASQUERADE, "sender masquerading (senders ... masquerade)" },
 	};

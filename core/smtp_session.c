@@ -10,6 +10,11 @@
  * is written into that descriptor; the client gets 250 only after the queue
  * says the message and its envelopes are on disk.  Replies follow
  * OpenSMTPD's wording, except that PIPELINING is offered.
+ *
+ * TLS (STARTTLS on `tls` listeners, from the first byte on `smtps` ones)
+ * swaps the session's bufferevent for a filter over the socket's that
+ * smtp_tls.c runs libtls in; the rest of this file reads and writes clear
+ * text either way.
  */
 #include <sys/socket.h>
 
@@ -91,8 +96,13 @@ struct smtp_session {
 	enum smtp_state		 state;
 	enum smtp_wait		 wait;
 	int			 closing;	/* freed when the wait ends */
+	int			 close_logged;	/* "disconnected" already said */
+	struct smtp_tls		*tls;		/* NULL until TLS starts */
+	int			 secure;	/* TLS handshake done */
+	int			 verified;	/* ... and a verified client cert */
 	struct event		*timeout;
 	size_t			 nmails;
+	int			 sockfd;	/* the client's, for filters */
 	/* AUTH */
 	enum smtp_auth_step	 auth_step;
 	char			 auth_user[SMTPD_MAXADDR];	/* tried or done */
@@ -148,15 +158,15 @@ static void	message_create(struct smtp_session *);
 static void	smtp_dispatch(struct smtp_session *, char *, char *);
 static void	smtp_filter_answer(struct smtp_session *, struct ipc_msg *);
 static void	smtp_fdata_line(struct smtp_session *, const char *, size_t);
+static void	cmd_starttls(struct smtp_session *, char *);
 
 /* ------------------------------------------------------------ helpers */
 
-/* The session runs over TLS (the TLS layer is not merged yet). */
+/* The session runs over TLS, handshake done. */
 static int
 smtp_session_secure(const struct smtp_session *s)
 {
-	(void)s;
-	return 0;
+	return s->secure;
 }
 
 static struct smtp_session *
@@ -279,12 +289,22 @@ smtp_tx_reset(struct smtp_session *s)
 		s->state = S_HELO;
 }
 
+/* Replies written out, and under TLS the ciphertext too. */
+static int
+smtp_output_drained(struct smtp_session *s)
+{
+	return evbuffer_get_length(bufferevent_get_output(s->bev)) == 0 &&
+	    (s->tls == NULL || smtp_tls_unsent(s->tls) == 0);
+}
+
 /* Closes once the replies already queued have been written. */
 static void
 smtp_quit(struct smtp_session *s)
 {
+	if (s->state != S_QUIT && s->tls != NULL)
+		smtp_tls_close(s->tls);
 	s->state = S_QUIT;
-	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+	if (smtp_output_drained(s))
 		smtp_free(s, "quit");
 	else
 		bufferevent_disable(s->bev, EV_READ);
@@ -390,6 +410,8 @@ cmd_helo(struct smtp_session *s, char *arg, int esmtp)
 	smtp_reply(s, "250-ENHANCEDSTATUSCODES");
 	smtp_reply(s, "250-SIZE %zu", env.conf->max_message_size);
 	smtp_reply(s, "250-PIPELINING");
+	if ((s->listener->lc->flags & LO_TLS) && s->tls == NULL)
+		smtp_reply(s, "250-STARTTLS");
 	if (auth_offered(s))
 		smtp_reply(s, "250-AUTH PLAIN LOGIN");
 	smtp_reply(s, "250 HELP");
@@ -432,6 +454,11 @@ cmd_mail(struct smtp_session *s, char *arg)
 	if (s->state != S_HELO) {
 		smtp_reply(s, "503 5.5.1 Invalid command: Command not allowed"
 		    " at this point.");
+		return;
+	}
+	if ((s->listener->lc->flags & LO_TLS_REQUIRE) && !s->secure) {
+		smtp_reply(s, "530 5.5.1 Invalid command: Must issue a STARTTLS"
+		    " command first");
 		return;
 	}
 	if ((s->listener->lc->flags & LO_AUTH) && !s->authenticated) {
@@ -498,7 +525,7 @@ cmd_rcpt(struct smtp_session *s, char *arg)
 	ipc_put_str(o, s->listener->lc->tag);
 	ipc_put_str(o, s->helo[0] ? s->helo : NULL);
 	ipc_put_str(o, s->authenticated ? s->auth_user : NULL);
-	ipc_put_u32(o, 0);				/* no TLS yet */
+	ipc_put_u32(o, s->secure);
 	ipc_put_str(o, s->sender);
 	ipc_put_str(o, s->pending_rcpt);
 	ipc_end(o, -1);
@@ -615,21 +642,31 @@ cmd_data(struct smtp_session *s, char *arg)
 	s->wait = W_CREATE;
 }
 
-/* Our Received header, LF line ends; filters see it first. */
+/*
+ * Our Received header, LF line ends; filters see it first.  OpenSMTPD's
+ * shape: "with ESMTPSA id 0a1b2c3d (TLSv1.3:cipher:256:NO)".
+ */
 static void
 received_text(struct smtp_session *s, char *buf, size_t len)
 {
-	char		 date[64];
+	char		 date[64], tls[256];
 	time_t		 now = time(NULL);
 	struct tm	 tm;
 	int		 n;
 
 	localtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+	tls[0] = '\0';
+	if (s->secure) {
+		smtp_tls_text(s->tls, tls + 2, sizeof(tls) - 10);
+		tls[0] = ' ';
+		tls[1] = '(';
+		msd_strlcat(tls, s->verified ? ":YES)" : ":NO)", sizeof(tls));
+	}
 	n = snprintf(buf, len, "Received: from %s (<unknown> [%s])\n"
-	    "\tby %s (OpenSMTPD) with %sSMTP%s id %08" PRIx32 "%s%s%s;\n\t%s\n",
-	    s->helo, s->src, smtp_name(s), s->esmtp ? "E" : "",
-	    s->authenticated ? "A" : "", s->msgid,
+	    "\tby %s (OpenSMTPD) with %sSMTP%s%s id %08" PRIx32 "%s%s%s%s;"
+	    "\n\t%s\n", s->helo, s->src, smtp_name(s), s->esmtp ? "E" : "",
+	    s->secure ? "S" : "", s->authenticated ? "A" : "", s->msgid, tls,
 	    s->nrcpt == 1 ? "\n\tfor <" : "",
 	    s->nrcpt == 1 ? s->rcpts[0].addr : "", s->nrcpt == 1 ? ">" : "",
 	    date);
@@ -1211,6 +1248,8 @@ smtp_dispatch(struct smtp_session *s, char *line, char *arg)
 		cmd_rcpt(s, arg);
 	else if (!strcasecmp(line, "DATA"))
 		cmd_data(s, arg);
+	else if (!strcasecmp(line, "STARTTLS"))
+		cmd_starttls(s, arg);
 	else if (!strcasecmp(line, "AUTH"))
 		cmd_auth(s, arg);
 	else if (!strcasecmp(line, "RSET")) {
@@ -1249,11 +1288,13 @@ line_too_long(struct smtp_session *s, const char *what)
 static void
 smtp_process_input(struct smtp_session *s)
 {
-	struct evbuffer	*in = bufferevent_get_input(s->bev);
+	struct evbuffer	*in;
 	char		*line;
 	size_t		 len;
 
 	while (s->wait == W_NONE && s->state != S_QUIT) {
+		/* STARTTLS changes the bufferevent under this loop. */
+		in = bufferevent_get_input(s->bev);
 		if (s->ffailed) {
 			smtp_reply(s, "421 4.3.0 Temporary failure: a mail"
 			    " filter is not available");
@@ -1308,15 +1349,55 @@ smtp_on_write(struct bufferevent *bev, void *arg)
 {
 	struct smtp_session *s = arg;
 
-	if (s->state == S_QUIT)
+	if (s->state == S_QUIT && smtp_output_drained(s))
 		smtp_free(s, "quit");
+}
+
+/*
+ * A TLS session that failed, or a client that left before the handshake
+ * was done: one line with the client and libtls' reason.  When the
+ * handshake failed, the alert libtls wrote goes out before the socket is
+ * closed (the session has no transaction and waits for no other role
+ * then); a session that fails later is closed at once.
+ */
+static void
+smtp_tls_failed(struct smtp_session *s, const char *e)
+{
+	char		 reason[512];
+
+	snprintf(reason, sizeof(reason), "tls-error address=%s error=\"%s\"",
+	    s->src, e);
+	if (s->secure || smtp_tls_error(s->tls) == NULL ||
+	    smtp_tls_unsent(s->tls) == 0) {
+		smtp_free(s, reason);
+		return;
+	}
+	log_info("%016" PRIx64 " smtp disconnected reason=%s", s->id, reason);
+	s->close_logged = 1;
+	s->state = S_QUIT;
+	bufferevent_disable(s->bev, EV_READ);
+	smtp_touch(s);
 }
 
 static void
 smtp_on_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct smtp_session *s = arg;
+	const char	*e;
 
+	if (s->state == S_QUIT && s->close_logged) {
+		/* The socket went while the alert was being flushed. */
+		smtp_free(s, "io-error");
+		return;
+	}
+	if (s->tls != NULL && (!s->secure || smtp_tls_error(s->tls))) {
+		if ((e = smtp_tls_error(s->tls)) == NULL)
+			e = (what & BEV_EVENT_EOF) ? "connection closed during"
+			    " the handshake" : "socket error during the"
+			    " handshake";
+		smtp_tls_failed(s, e);
+		return;
+	}
 	smtp_free(s, (what & BEV_EVENT_EOF) ? "disconnected" : "io-error");
 }
 
@@ -1327,6 +1408,15 @@ smtp_on_timeout(evutil_socket_t fd, short ev, void *arg)
 
 	if (s->wait != W_NONE) {
 		smtp_touch(s);		/* another role is working on it */
+		return;
+	}
+	/* A client that does not read, or no TLS to say it in. */
+	if (s->state == S_QUIT) {
+		smtp_free(s, "timeout");
+		return;
+	}
+	if (s->tls != NULL && !s->secure) {
+		smtp_tls_failed(s, "handshake timed out");
 		return;
 	}
 	if (s->filtered)
@@ -1340,8 +1430,9 @@ static void
 smtp_free(struct smtp_session *s, const char *reason)
 {
 	if (!s->closing) {
-		log_info("%016" PRIx64 " smtp disconnected reason=%s", s->id,
-		    reason);
+		if (!s->close_logged)
+			log_info("%016" PRIx64 " smtp disconnected reason=%s",
+			    s->id, reason);
 		s->closing = 1;
 		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
 		evtimer_del(s->timeout);
@@ -1370,13 +1461,130 @@ smtp_free(struct smtp_session *s, const char *reason)
 	nsessions--;
 }
 
+static void
+smtp_bev_setup(struct smtp_session *s)
+{
+	bufferevent_setcb(s->bev, smtp_on_read, smtp_on_write, smtp_on_event,
+	    s);
+	/* Bounds what a client can push while a command waits for an answer. */
+	bufferevent_setwatermark(s->bev, EV_READ, 0, 2 * SMTPD_MAXLINESIZE);
+	bufferevent_enable(s->bev, EV_READ);
+}
+
+static void
+smtp_banner(struct smtp_session *s)
+{
+	smtp_reply(s, "220 %s " SMTPD_BANNER_NAME, smtp_name(s));
+	if (s->filtered)
+		smtp_filter_report(s->id, FE_LINK_GREETING, 1, smtp_name(s));
+}
+
+/*
+ * Once connected (SMTPS: once in TLS): the banner, which on a filtered
+ * listener waits for the connect phase of the filters.
+ */
+static void
+smtp_start(struct smtp_session *s)
+{
+	const struct listen_conf *lc = s->listener->lc;
+
+	if (lc->filter == NULL) {
+		smtp_banner(s);
+		return;
+	}
+	s->filtered = 1;
+	s->fphase = FPH_CONNECT;
+	s->wait = W_FILTER;
+	smtp_filter_begin(s->id, lc->filter, s->sockfd, &s->ss,
+	    smtp_name(s));
+}
+
+/* From smtp_tls.c, inside the filter: must not free the session. */
+static void
+smtp_tls_ready(void *arg)
+{
+	struct smtp_session *s = arg;
+	char		 text[256];
+	int		 cert = smtp_tls_peer_cert(s->tls);
+
+	s->secure = 1;
+	s->verified = cert && (s->listener->lc->flags & LO_TLS_VERIFY);
+	smtp_tls_text(s->tls, text, sizeof(text));
+	log_info("%016" PRIx64 " smtp tls ciphers=%s", s->id, text);
+	if (cert)
+		log_info("%016" PRIx64 " smtp cert-check result=\"%s\""
+		    " fingerprint=\"%s\"", s->id, s->verified ? "verified" :
+		    "unchecked", smtp_tls_peer_hash(s->tls));
+	smtp_touch(s);
+	if ((s->listener->lc->flags & LO_SMTPS) && !s->filtered)
+		smtp_start(s);
+	if (s->filtered)
+		smtp_filter_report(s->id, FE_LINK_TLS, 1, text);
+}
+
+/*
+ * RFC 3207.  What the client sent after STARTTLS in the same packets came
+ * in clear text, before TLS: it is dropped, never read as if it had come
+ * over TLS (the CVE-2011-0411 injection).  A client that pipelines past
+ * STARTTLS breaks RFC 2920 anyway; it sees its commands go unanswered.
+ */
+static void
+cmd_starttls(struct smtp_session *s, char *arg)
+{
+	struct evbuffer		*in = bufferevent_get_input(s->bev);
+	struct bufferevent	*bev;
+	size_t			 n;
+
+	if (s->state != S_HELO) {
+		smtp_reply(s, "503 5.5.1 Invalid command: Command not allowed"
+		    " at this point.");
+		return;
+	}
+	if (!(s->listener->lc->flags & LO_TLS)) {
+		smtp_reply(s, "503 5.5.1 Invalid command: Command not"
+		    " supported");
+		return;
+	}
+	if (s->tls != NULL) {
+		smtp_reply(s, "503 5.5.1 Invalid command: Channel already"
+		    " secured");
+		return;
+	}
+	if (*arg) {
+		smtp_reply(s, "501 5.5.4 Invalid command arguments: No"
+		    " parameters allowed");
+		return;
+	}
+	smtp_reply(s, "220 2.0.0 Ready to start TLS");
+	if ((n = evbuffer_get_length(in)) > 0) {
+		log_info("%016" PRIx64 " smtp starttls address=%s discarded=%zu"
+		    " reason=\"bytes pipelined after STARTTLS\"", s->id, s->src,
+		    n);
+		evbuffer_drain(in, n);
+	}
+	/* The client must say EHLO again, over TLS. */
+	smtp_tx_reset(s);
+	s->helo[0] = '\0';
+	s->esmtp = 0;
+	s->state = S_CONNECTED;
+	bev = smtp_tls_wrap(s->bev, s->listener->lc, smtp_tls_ready, s,
+	    &s->tls);
+	if (bev == NULL) {
+		smtp_quit(s);
+		return;
+	}
+	s->bev = bev;
+	smtp_bev_setup(s);
+}
+
 void
 smtp_session_accept(int fd, const struct listener *l)
 {
 	struct smtp_session	*s;
 	struct sockaddr_storage	 ss;
+	struct bufferevent	*raw;
 	socklen_t		 sslen = sizeof(ss);
-	int			 one = 1;
+	int			 one = 1, smtps = l->lc->flags & LO_SMTPS;
 
 	if (getpeername(fd, (struct sockaddr *)&ss, &sslen) == -1) {
 		close(fd);
@@ -1386,39 +1594,38 @@ smtp_session_accept(int fd, const struct listener *l)
 	if (ss.ss_family != AF_UNIX)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	evutil_make_socket_nonblocking(fd);
+	if ((raw = bufferevent_socket_new(env.evbase, fd,
+	    BEV_OPT_CLOSE_ON_FREE)) == NULL)
+		fatalx("smtp: bufferevent_socket_new");
 	s = xcalloc(1, sizeof(*s));
+	s->bev = raw;
+	/* SMTPS: TLS from the first byte; the banner waits for it. */
+	if (smtps && (s->bev = smtp_tls_wrap(raw, l->lc, smtp_tls_ready, s,
+	    &s->tls)) == NULL) {
+		bufferevent_free(raw);
+		free(s);
+		return;
+	}
 	s->id = ((uint64_t)msd_random() << 32) | ++next_session_id;
 	s->listener = l;
 	s->ss = ss;
 	s->local = ss.ss_family == AF_UNIX;
 	s->msgfd = -1;
 	msd_strlcpy(s->src, ss_to_text(&ss), sizeof(s->src));
-	s->bev = bufferevent_socket_new(env.evbase, fd, BEV_OPT_CLOSE_ON_FREE);
 	s->timeout = evtimer_new(env.evbase, smtp_on_timeout, s);
 	s->auth_delay = evtimer_new(env.evbase, auth_on_delay, s);
-	if (s->bev == NULL || s->timeout == NULL || s->auth_delay == NULL)
-		fatalx("smtp: bufferevent_socket_new");
+	if (s->timeout == NULL || s->auth_delay == NULL)
+		fatalx("smtp: evtimer_new");
 	s->hnext = sessions[s->id % SESSION_HASH];
 	sessions[s->id % SESSION_HASH] = s;
 	nsessions++;
-	bufferevent_setcb(s->bev, smtp_on_read, smtp_on_write, smtp_on_event,
-	    s);
-	/* Bounds what a client can push while a command waits for an answer. */
-	bufferevent_setwatermark(s->bev, EV_READ, 0, 2 * SMTPD_MAXLINESIZE);
-	bufferevent_enable(s->bev, EV_READ);
+	smtp_bev_setup(s);
 	smtp_touch(s);
 	log_info("%016" PRIx64 " smtp connected address=%s host=<unknown>",
 	    s->id, s->src);
-	if (l->lc->filter != NULL) {
-		/* The banner waits for the connect phase of the filters. */
-		s->filtered = 1;
-		s->fphase = FPH_CONNECT;
-		s->wait = W_FILTER;
-		smtp_filter_begin(s->id, l->lc->filter, fd, &s->ss,
-		    smtp_name(s));
-		return;
-	}
-	smtp_reply(s, "220 %s " SMTPD_BANNER_NAME, smtp_name(s));
+	s->sockfd = fd;
+	if (!smtps)
+		smtp_start(s);
 }
 
 /* Answers from lookup and queue, keyed by session id. */
@@ -1587,6 +1794,9 @@ smtp_fphase(struct smtp_session *s, const char *cmd, const char *arg,
 	}
 	if (!strcasecmp(cmd, "DATA"))
 		return s->state == S_RCPT && *arg == '\0' ? FPH_DATA : -1;
+	if (!strcasecmp(cmd, "STARTTLS"))
+		return s->state == S_HELO && *arg == '\0' && s->tls == NULL &&
+		    (s->listener->lc->flags & LO_TLS) ? FPH_STARTTLS : -1;
 	if (!strcasecmp(cmd, "AUTH")) {
 		/* the mechanism only: filters get no credentials */
 		snprintf(s->faddr, sizeof(s->faddr), "%.*s%s",
@@ -1660,12 +1870,6 @@ smtp_frun(struct smtp_session *s, char *line, const char *rewrite)
 	smtp_dispatch(s, line, arg);
 }
 
-static void
-smtp_greet(struct smtp_session *s)
-{
-	smtp_reply(s, "220 %s " SMTPD_BANNER_NAME, smtp_name(s));
-	smtp_filter_report(s->id, FE_LINK_GREETING, 1, smtp_name(s));
-}
 
 static void
 smtp_fclose(struct smtp_session *s, const char *text)
@@ -1697,7 +1901,7 @@ smtp_fverdict(struct smtp_session *s, enum filter_verdict v,
 	case FV_JUNK:
 	case FV_REWRITE:
 		if (s->fphase == FPH_CONNECT)
-			smtp_greet(s);
+			smtp_banner(s);
 		else if (s->fphase == FPH_COMMIT)
 			data_end(s);
 		else

@@ -1,9 +1,10 @@
 /*
  * smtpd.c - main() and the parent role.
  *
- * The parent loads the configuration, binds the listening sockets while it
- * is still root, creates one socketpair per pair of roles that talk, and
- * forks control, smtp, lookup and queue.  It then stays root to run local
+ * The parent loads the configuration, reads the TLS certificates and keys
+ * (smtp_tls.c) and binds the listening sockets while it is still root,
+ * creates one socketpair per pair of roles that talk, and forks control,
+ * smtp, lookup and queue.  It then stays root to run local
  * deliveries (mda.c).  If any role dies, the daemon goes down as a whole:
  * a half-working server (accepting mail that nothing will deliver) is worse
  * than a stopped one that a supervisor restarts.
@@ -335,8 +336,10 @@ role_run(enum smtpd_role r)
 	signal(SIGINT, SIG_IGN);
 	signal(SIGTERM, SIG_DFL);
 	signal(SIGCHLD, SIG_DFL);
-	if (r != ROLE_SMTP)
+	if (r != ROLE_SMTP) {
 		close_listeners();
+		smtp_tls_forget(env.conf);	/* keys stay with smtp only */
+	}
 	if (r != ROLE_CONTROL && control_fd != -1) {
 		close(control_fd);
 		control_fd = -1;
@@ -395,6 +398,8 @@ fork_roles(void)
 		}
 	}
 	close_listeners();
+	/* Delivery workers are forked from here: none may carry a key. */
+	smtp_tls_forget(env.conf);
 	if (control_fd != -1) {
 		close(control_fd);
 		control_fd = -1;
@@ -741,6 +746,12 @@ main(int argc, char *argv[])
 	/* Table backends are modules: the search path comes first. */
 	module_init(env.conf->module_path);
 	if (table_open_all(env.conf) == -1)
+		exit(1);
+	/*
+	 * Certificates and keys are read now, as root and before the roles
+	 * exist: the smtp role cannot open them from its chroot.
+	 */
+	if (smtp_tls_setup(env.conf) == -1)
 		exit(1);
 	if (check) {
 		/* -n -v: the same configuration in the current grammar. */

@@ -168,6 +168,8 @@ struct listen_conf {
 	char			*protocols;
 	char			*file;
 	int			 line;
+	/* smtp_tls.c: the libtls server context (struct tls), or NULL. */
+	void			*tls;
 };
 TAILQ_HEAD(listenconflist, listen_conf);
 
@@ -927,6 +929,33 @@ void	filter_exec_start(void);
 int	filter_exec_exited(pid_t, int status);
 void	filter_exec_restart(struct ipc_msg *);
 void	filter_exec_stop(void);
+/*
+ * smtp_tls.c.  The parent, before fork (and smtpd -n), reads every pki and
+ * ca file and builds each TLS listener's server context; -1 after logging
+ * "file:line: ..." for the first problem.  Every process but the smtp
+ * role calls smtp_tls_forget() after fork, dropping the keys.
+ */
+int	smtp_tls_setup(struct config *);
+void	smtp_tls_forget(struct config *);
+/*
+ * The smtp role wraps a session's socket bufferevent in a TLS server
+ * filter (NULL on failure; raw is still the caller's then).  ready(arg)
+ * runs once the handshake is done; a failure reaches the filter's event
+ * callback as BEV_EVENT_ERROR, with smtp_tls_error() set.  The filter
+ * owns raw and the struct smtp_tls, and frees both with itself.
+ */
+struct smtp_tls;
+struct bufferevent;
+struct bufferevent *smtp_tls_wrap(struct bufferevent *raw,
+	    const struct listen_conf *, void (*ready)(void *), void *arg,
+	    struct smtp_tls **);
+int	 smtp_tls_established(const struct smtp_tls *);
+const char *smtp_tls_error(const struct smtp_tls *);	/* NULL: none */
+void	 smtp_tls_text(const struct smtp_tls *, char *buf, size_t len);
+int	 smtp_tls_peer_cert(const struct smtp_tls *);
+const char *smtp_tls_peer_hash(const struct smtp_tls *);
+size_t	 smtp_tls_unsent(const struct smtp_tls *);	/* ciphertext */
+void	 smtp_tls_close(struct smtp_tls *);
 
 /* mda.c (parent): runs one local delivery in a child. */
 int	mda_init(void);			/* loads the methods the config uses */

@@ -17,7 +17,7 @@ MSD_BUILD_DEPS=(build-essential autoconf automake libtool libltdl-dev pkg-config
 # its own instance on loopback.
 MSD_TEST_DEPS=(python3 swaks postfix iproute2 util-linux procps git dovecot-lmtpd
 	opensmtpd-filter-dkimsign opensmtpd-filter-senderscore
-	opensmtpd-filter-rspamd rspamd python3-dkim)
+	opensmtpd-filter-rspamd rspamd python3-dkim openssl)
 
 msd_log() { printf '==> %s\n' "$*" >&2; }
 msd_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
