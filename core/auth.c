@@ -206,6 +206,81 @@ auth_request(struct ipc_msg *m)
 	ipc_end(o, -1);
 }
 
+/*
+ * `senders <t>`: the addresses the authenticated user may use as MAIL
+ * FROM, a mailaddrmap entry ("alice  alice@example.org, @example.net").
+ */
+struct senders_req {
+	uint64_t		 reqid;
+	struct table		*table;
+	char			*user;
+	char			*sender;
+	struct table_cache	*cache;
+};
+
+static uint32_t
+senders_match(const char *sender, char *list)
+{
+	char	*entry;
+
+	while ((entry = strsep(&list, ", \t")) != NULL)
+		if (*entry != '\0' && mailaddr_match(sender, entry))
+			return LKA_OK;
+	return LKA_REJECT;
+}
+
+/* Runs again from the start when the table's answer was not in yet. */
+static void
+senders_run(void *arg)
+{
+	struct senders_req	*q = arg;
+	struct ipc_out		*o;
+	char			 value[CRED_MAX * 4];
+	uint32_t		 status;
+	int			 r;
+
+	table_cache_use(q->cache);
+	r = table_lookup(q->table, K_MAILADDRMAP, q->user, value,
+	    sizeof(value));
+	table_cache_use(NULL);
+	if (table_cache_blocked(q->cache))
+		return;
+	if (r == 1)
+		status = q->sender[0] != '\0' ? senders_match(q->sender,
+		    value) : LKA_REJECT;
+	else
+		status = r == 0 ? LKA_REJECT : LKA_TEMPFAIL;
+	o = ipc_begin(env.peer[ROLE_SMTP], IMSG_AUTH_RESULT);
+	ipc_put_u64(o, q->reqid);
+	ipc_put_u32(o, status);
+	ipc_end(o, -1);
+	table_cache_free(q->cache);
+	free(q->user);
+	free(q->sender);
+	free(q);
+}
+
+/* Lookup: IMSG_AUTH_SENDERS from smtp: reqid, table, user, sender. */
+void
+auth_senders(struct ipc_msg *m)
+{
+	struct senders_req	*q = xcalloc(1, sizeof(*q));
+	const char		*table, *user, *sender;
+
+	q->reqid = ipc_get_u64(m);
+	table = ipc_get_str(m);
+	user = ipc_get_str(m);
+	sender = ipc_get_str(m);
+	ipc_get_end(m);
+	if (table == NULL || user == NULL || sender == NULL ||
+	    (q->table = config_table(env.conf, table)) == NULL)
+		fatalx("auth: bad senders request");
+	q->user = xstrdup(user);
+	q->sender = xstrdup(sender);
+	q->cache = table_cache_new(senders_run, q);
+	senders_run(q);
+}
+
 /* Lookup: the parent's verdict for a system user. */
 void
 auth_system_result(struct ipc_msg *m)

@@ -181,9 +181,6 @@ unavailable_listen(struct unavail *u, const struct listen_conf *lc)
 	for (i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
 		if (lc->flags & flags[i].flag)
 			unavailable(u, lc->file, lc->line, flags[i].name);
-	if (lc->senders != NULL && !(lc->flags & LO_MASQUERADE))
-		unavailable(u, lc->file, lc->line,
-		    "sender checks (listen on ... senders)");
 	if (lc->hostnames != NULL)
 		unavailable(u, lc->file, lc->line,
 		    "per-address names (listen on ... hostnames)");

@@ -31,6 +31,10 @@ lookup_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
 		auth_request(m);
 		return;
 	}
+	if (from == ROLE_SMTP && m->type == IMSG_AUTH_SENDERS) {
+		auth_senders(m);
+		return;
+	}
 	if (from == ROLE_PARENT && m->type == IMSG_AUTH_SYSTEM_RESULT) {
 		auth_system_result(m);
 		return;

@@ -56,6 +56,7 @@ enum smtp_wait {
 	W_FDATA,		/* the filtered message back from the chain */
 	W_MAILID,		/* filtered MAIL: a msgid for tx-begin */
 	W_AUTH,			/* credentials checked, or the 535 delay */
+	W_SENDERS,		/* MAIL FROM against `senders <t>` */
 };
 
 /* Where an AUTH exchange stands: the next line is a response. */
@@ -148,6 +149,8 @@ static size_t		 nsessions;
 static void	smtp_process_input(struct smtp_session *);
 static int	smtp_session_secure(const struct smtp_session *);
 static int	auth_offered(const struct smtp_session *);
+static void	mail_senders(struct smtp_session *);
+static void	mail_accept(struct smtp_session *);
 static void	smtp_free(struct smtp_session *, const char *reason);
 static void	smtp_freply(struct smtp_session *, const char *, size_t);
 static void	smtp_freport_tx(struct smtp_session *, enum filter_event);
@@ -481,6 +484,52 @@ cmd_mail(struct smtp_session *s, char *arg)
 		s->sender[0] = '\0';
 		return;
 	}
+	if (s->listener->lc->senders != NULL && s->authenticated) {
+		mail_senders(s);
+		return;
+	}
+	mail_accept(s);
+}
+
+/* The user may send as whom `senders <t>` lists; the answer resumes. */
+static void
+mail_senders(struct smtp_session *s)
+{
+	struct ipc_out	*o;
+
+	o = ipc_begin(env.peer[ROLE_LOOKUP], IMSG_AUTH_SENDERS);
+	ipc_put_u64(o, s->id);
+	ipc_put_str(o, s->listener->lc->senders->name);
+	ipc_put_str(o, s->auth_user);
+	ipc_put_str(o, s->sender);
+	ipc_end(o, -1);
+	s->wait = W_SENDERS;
+}
+
+static void
+senders_result(struct smtp_session *s, struct ipc_msg *m)
+{
+	uint32_t	 status = ipc_get_u32(m);
+
+	ipc_get_end(m);
+	if (status == LKA_OK) {
+		mail_accept(s);
+		return;
+	}
+	if (status == LKA_REJECT) {
+		log_info("%016" PRIx64 " smtp sender <%s> refused for user"
+		    " %s", s->id, s->sender, s->auth_user);
+		smtp_reply(s, "550 5.7.1 Sender rejected: <%.200s> is not"
+		    " yours", s->sender);
+	} else
+		smtp_reply(s, "451 4.3.0 Temporary failure: the senders"
+		    " table did not answer");
+	s->sender[0] = '\0';
+}
+
+static void
+mail_accept(struct smtp_session *s)
+{
 	s->state = S_MAIL;
 	/* Filters learn the msgid at tx-begin, with this 250. */
 	if (s->filtered && !s->msgid) {
@@ -1671,9 +1720,12 @@ smtp_session_imsg(struct ipc_msg *m, enum smtpd_role from)
 		rcpt_result(s, m);
 		break;
 	case IMSG_AUTH_RESULT:
-		if (was != W_AUTH)
+		if (was == W_SENDERS)
+			senders_result(s, m);
+		else if (was == W_AUTH)
+			auth_result(s, m);
+		else
 			fatalx("smtp: unexpected auth answer");
-		auth_result(s, m);
 		break;
 	case IMSG_QUEUE_COMMIT_RESULT:
 		if (was != W_COMMIT)

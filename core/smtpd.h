@@ -539,6 +539,8 @@ int		 table_match(struct table *, enum table_service, const char *key);
 int		 table_lookup(struct table *, enum table_service, const char *key,
 		    char *value, size_t len);
 const char	*table_service_name(enum table_service);
+/* A mail address against a table(5) mailaddr entry (user, @dom, u@dom). */
+int		 mailaddr_match(const char *addr, const char *entry);
 /* One line of a table(5) text file, split in place (makemap reads them too). */
 enum table_line {
 	TLINE_SKIP,		/* blank or comment */
@@ -679,6 +681,8 @@ enum ipc_type {
 	IMSG_AUTH_RESULT,		/* reqid, LKA_* */
 	IMSG_AUTH_SYSTEM,		/* lookup -> parent: id, user, password */
 	IMSG_AUTH_SYSTEM_RESULT,	/* id, LKA_* */
+	IMSG_AUTH_SENDERS,		/* smtp -> lookup: reqid, table, user,
+					   sender; answered by IMSG_AUTH_RESULT */
 	/* smtp -> queue -> smtp */
 	IMSG_QUEUE_CREATE,		/* reqid */
 	IMSG_QUEUE_CREATE_RESULT,	/* reqid, status, msgid [+fd] */
@@ -995,6 +999,7 @@ void	 aliases_expand(struct ipc_msg *, enum smtpd_role from);
 void	 aliases_forward_result(struct ipc_msg *);
 
 /* auth.c: AUTH credentials, checked in the lookup role (or the parent). */
+void	 auth_senders(struct ipc_msg *);
 void	 auth_request(struct ipc_msg *);
 void	 auth_system(struct ipc_msg *);
 void	 auth_system_result(struct ipc_msg *);

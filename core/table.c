@@ -287,7 +287,7 @@ addr_parts(const char *s, struct addr_parts *a)
  * entry user without the sub-address delimiter matches the key's user with
  * its tag ("+tag") removed; an entry that names a tag must match it.
  */
-static int
+int
 mailaddr_match(const char *key, const char *entry)
 {
 	struct addr_parts	 k, e;

@@ -168,6 +168,38 @@ def test_from_auth_table():
         d.stop()
 
 
+def test_senders():
+    """`senders <t>`: alice may send as the addresses listed for her, a
+    forged MAIL FROM gets 550; bob, not in the table, may send as no one"""
+    config = CONFIG.replace("auth <creds>", "auth <creds> senders <mailfrom>").replace(
+        "table staff", "table mailfrom file:@TMP@/senders\ntable staff")
+    d = h.Daemon("auth-senders", config.replace("@CERTS@", t.certs()))
+    with open(os.path.join(d.tmp, "senders"), "w") as f:
+        f.write("alice alice@example.org, @alice.example\n")
+    with open(os.path.join(d.tmp, "creds"), "w") as f:
+        for user, pw in PASSWORDS.items():
+            f.write("%s %s\n" % (user, hash_bcrypt(pw)))
+    d.start()
+    try:
+        s = session(d)
+        s.login("alice", PASSWORDS["alice"])
+        for sender, want in (("alice@example.org", 250), ("bob@example.org", 550),
+                             ("anyone@alice.example", 250), ("alice@example.net", 550)):
+            code, text = s.mail(sender)
+            assert code == want, "alice as <%s>: %d %s" % (sender, code, text)
+            if want == 550:
+                assert b"Sender rejected" in text, text
+            s.rset()
+        s.quit()
+        s = session(d)
+        s.login("bob", PASSWORDS["bob"])
+        assert s.mail("bob@example.org")[0] == 550
+        s.quit()
+        assert "smtp sender <bob@example.org> refused for user alice" in d.log_text()
+    finally:
+        d.stop()
+
+
 def test_table_passwd_credentials():
     """Debian's table-passwd (opensmtpd-extras, imsg protocol) serves the
     credentials of a submission listener"""
@@ -220,5 +252,5 @@ def test_system_users():
 
 if __name__ == "__main__":
     h.run_checks([test_auth_offered_only_in_tls, test_plain_login_and_refusals,
-                  test_failures_close_the_session, test_from_auth_table,
+                  test_failures_close_the_session, test_from_auth_table, test_senders,
                   test_table_passwd_credentials, test_system_users])
