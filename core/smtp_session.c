@@ -151,6 +151,7 @@ static int	smtp_session_secure(const struct smtp_session *);
 static int	auth_offered(const struct smtp_session *);
 static void	mail_senders(struct smtp_session *);
 static void	mail_accept(struct smtp_session *);
+static void	auth_user_safe(const struct smtp_session *, char *, size_t);
 static void	smtp_free(struct smtp_session *, const char *reason);
 static void	smtp_freply(struct smtp_session *, const char *, size_t);
 static void	smtp_freport_tx(struct smtp_session *, enum filter_event);
@@ -692,29 +693,51 @@ cmd_data(struct smtp_session *s, char *arg)
 }
 
 /*
+ * " (TLSv1.3:cipher:bits:NO)", and with received-auth " auth=yes
+ * user=alice" (or " auth=no"), as OpenSMTPD writes them.
+ */
+static void
+received_tls(const struct smtp_session *s, char *buf, size_t len)
+{
+	char	 text[256], user[SMTPD_MAXADDR];
+
+	smtp_tls_text(s->tls, text, sizeof(text));
+	snprintf(buf, len, " (%s:%s)", text, s->verified ? "YES" : "NO");
+	if (!(s->listener->lc->flags & LO_RECEIVED_AUTH))
+		return;
+	if (!s->authenticated) {
+		msd_strlcat(buf, " auth=no", len);
+		return;
+	}
+	auth_user_safe(s, user, sizeof(user));
+	msd_strlcat(buf, " auth=yes user=", len);
+	msd_strlcat(buf, user, len);
+}
+
+/*
  * Our Received header, LF line ends; filters see it first.  OpenSMTPD's
  * shape: "with ESMTPSA id 0a1b2c3d (TLSv1.3:cipher:256:NO)".
  */
 static void
 received_text(struct smtp_session *s, char *buf, size_t len)
 {
-	char		 date[64], tls[256];
+	char		 date[64], tls[512], from[400];
 	time_t		 now = time(NULL);
 	struct tm	 tm;
 	int		 n;
 
 	localtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
-	tls[0] = '\0';
-	if (s->secure) {
-		smtp_tls_text(s->tls, tls + 2, sizeof(tls) - 10);
-		tls[0] = ' ';
-		tls[1] = '(';
-		msd_strlcat(tls, s->verified ? ":YES)" : ":NO)", sizeof(tls));
-	}
-	n = snprintf(buf, len, "Received: from %s (<unknown> [%s])\n"
-	    "\tby %s (OpenSMTPD) with %sSMTP%s%s id %08" PRIx32 "%s%s%s%s;"
-	    "\n\t%s\n", s->helo, s->src, smtp_name(s), s->esmtp ? "E" : "",
+	tls[0] = from[0] = '\0';
+	if (s->secure)
+		received_tls(s, tls, sizeof(tls));
+	/* mask-src: the client's name and address stay out */
+	if (!(s->listener->lc->flags & LO_MASK_SRC))
+		snprintf(from, sizeof(from), "from %s (<unknown> [%s])\n\t",
+		    s->helo, s->src);
+	n = snprintf(buf, len, "Received: %s"
+	    "by %s (OpenSMTPD) with %sSMTP%s%s id %08" PRIx32 "%s%s%s%s;"
+	    "\n\t%s\n", from, smtp_name(s), s->esmtp ? "E" : "",
 	    s->secure ? "S" : "", s->authenticated ? "A" : "", s->msgid, tls,
 	    s->nrcpt == 1 ? "\n\tfor <" : "",
 	    s->nrcpt == 1 ? s->rcpts[0].addr : "", s->nrcpt == 1 ? ">" : "",

@@ -10,6 +10,7 @@ system's users in /etc/shadow."""
 
 import base64
 import os
+import re
 import smtplib
 import subprocess
 import sys
@@ -168,6 +169,25 @@ def test_from_auth_table():
         d.stop()
 
 
+def test_received_auth_mask_src():
+    """received-auth names the user in Received; mask-src leaves the
+    client's name and address out"""
+    d = start(CONFIG.replace("auth <creds>", "auth <creds> received-auth mask-src"))
+    try:
+        s = session(d)
+        s.login("alice", PASSWORDS["alice"])
+        s.sendmail("alice@client.test", ["rcpt@example.org"], h.make_message("masked"))
+        s.quit()
+        rec, _data = t.delivered_received(d)
+        flat = rec.replace("\n", " ").replace("\t", "")
+        assert rec.startswith("Received: by "), rec
+        assert "client.test" not in rec and "127.0.0.1" not in rec, rec
+        assert re.search(r" with ESMTPSA id [0-9a-f]{8} \(TLSv1\.[23]:[^)]*:NO\)"
+                         r" auth=yes user=alice", flat), rec
+    finally:
+        d.stop()
+
+
 def test_senders():
     """`senders <t>`: alice may send as the addresses listed for her, a
     forged MAIL FROM gets 550; bob, not in the table, may send as no one"""
@@ -253,4 +273,5 @@ def test_system_users():
 if __name__ == "__main__":
     h.run_checks([test_auth_offered_only_in_tls, test_plain_login_and_refusals,
                   test_failures_close_the_session, test_from_auth_table, test_senders,
+                  test_received_auth_mask_src,
                   test_table_passwd_credentials, test_system_users])
