@@ -153,10 +153,21 @@ def module_path():
     return path
 
 
+_ports_given = set()
+
+
 def free_port(host="127.0.0.1"):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, never one this process was given before:
+    the kernel may hand a just-closed port out again, and two listeners of
+    one daemon must not get the same one."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
+    raise AssertionError("no fresh free port after 100 tries")
 
 
 # ------------------------------------------------------------------ /proc
