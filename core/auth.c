@@ -157,11 +157,8 @@ req_run(void *arg)
 	uint32_t	 status;
 	int		 r;
 
-	table_cache_use(a->cache);
-	r = table_lookup(a->table, K_CREDENTIALS, a->user, value,
-	    sizeof(value));
-	table_cache_use(NULL);
-	if (table_cache_blocked(a->cache))
+	if ((r = table_cache_lookup(a->cache, a->table, K_CREDENTIALS,
+	    a->user, value, sizeof(value))) == TABLE_BLOCKED)
 		return;
 	if (r == 1)
 		status = cred_check(a, value);
@@ -239,11 +236,8 @@ senders_run(void *arg)
 	uint32_t		 status;
 	int			 r;
 
-	table_cache_use(q->cache);
-	r = table_lookup(q->table, K_MAILADDRMAP, q->user, value,
-	    sizeof(value));
-	table_cache_use(NULL);
-	if (table_cache_blocked(q->cache))
+	if ((r = table_cache_lookup(q->cache, q->table, K_MAILADDRMAP,
+	    q->user, value, sizeof(value))) == TABLE_BLOCKED)
 		return;
 	if (r == 1)
 		status = q->sender[0] != '\0' ? senders_match(q->sender,

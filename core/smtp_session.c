@@ -1289,10 +1289,13 @@ masked_line(const char *line)
 static void
 smtp_command(struct smtp_session *s, char *line)
 {
-	char	*arg, *full;
+	char	*arg, *full = NULL;
 
-	full = masked_line(line);
-	log_debug("%016" PRIx64 " smtp <<< %s", s->id, full);
+	/* the masked copy only where it is read: debug logs and filters */
+	if (log_verbose || s->filtered) {
+		full = masked_line(line);
+		log_debug("%016" PRIx64 " smtp <<< %s", s->id, full);
+	}
 	if (!s->filtered) {
 		free(full);
 		full = NULL;

@@ -533,6 +533,11 @@ void		 table_cache_free(struct table_cache *);
 void		 table_cache_use(struct table_cache *);
 int		 table_cache_blocked(const struct table_cache *);
 int		 table_cache_pending(const struct table_cache *);
+/* table_lookup() through c for a single query; TABLE_BLOCKED: wait. */
+#define TABLE_BLOCKED	(-2)
+int		 table_cache_lookup(struct table_cache *, struct table *,
+		    enum table_service, const char *key, char *value,
+		    size_t len);
 /* 1: key matches an entry for the service, 0: no, -1: temporary failure. */
 int		 table_match(struct table *, enum table_service, const char *key);
 /* 1: found, value copied; 0: not found; -1: temporary failure / too long. */

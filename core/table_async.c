@@ -147,6 +147,22 @@ table_cache_blocked(const struct table_cache *c)
 	return c != NULL && c->blocked;
 }
 
+/*
+ * One table_lookup() answered from c: TABLE_BLOCKED when the answer is
+ * not in yet (c's resume callback runs once it is), else 1, 0 or -1.
+ */
+int
+table_cache_lookup(struct table_cache *c, struct table *t,
+    enum table_service s, const char *key, char *value, size_t len)
+{
+	int	 r;
+
+	table_cache_use(c);
+	r = table_lookup(t, s, key, value, len);
+	table_cache_use(NULL);
+	return table_cache_blocked(c) ? TABLE_BLOCKED : r;
+}
+
 /* Queries of c still out; its resume callback runs when none is. */
 int
 table_cache_pending(const struct table_cache *c)

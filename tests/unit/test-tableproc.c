@@ -162,27 +162,6 @@ fetch(void *inst, uint32_t service, struct msd_result *res)
 }
 
 static int
-value_is(const struct msd_result *res, const char *want)
-{
-	if (res->value != NULL && strcmp(res->value, want) == 0)
-		return 1;
-	printf("# value \"%s\", want \"%s\"%s%s\n", res->value ? res->value :
-	    "(null)", want, res->failed ? ", error: " : "",
-	    res->failed ? res->error : "");
-	return 0;
-}
-
-static int
-error_has(const struct msd_result *res, const char *want)
-{
-	if (res->failed && strstr(res->error, want) != NULL)
-		return 1;
-	printf("# error \"%s\", want \"%s\"\n", res->failed ? res->error :
-	    "(none)", want);
-	return 0;
-}
-
-static int
 has(const char *text, const char *want, const char *what)
 {
 	if (strstr(text, want) != NULL)
