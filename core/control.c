@@ -31,7 +31,12 @@ control_socket_bind(void)
 	mode_t		 old;
 	int		 fd;
 
-	if (env.privileged)
+	/*
+	 * root's daemon on the system spool answers where smtpctl looks
+	 * first; one started on a spool of its own (a test, a second
+	 * instance) keeps its socket there so the two never collide.
+	 */
+	if (env.privileged && strcmp(env.spool, SPOOLDIR) == 0)
 		msd_strlcpy(control_path, "/run/smtpd.sock",
 		    sizeof(control_path));
 	else if ((size_t)snprintf(control_path, sizeof(control_path),
