@@ -24,7 +24,8 @@ envelope_dump(const struct envelope *ev)
 	snprintf(id, sizeof(id), "%016" PRIx64, ev->id);
 	snprintf(msgid, sizeof(msgid), "%08" PRIx32, ev->msgid);
 	o = json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s,"
-	    " s:s, s:s, s:i, s:s, s:s, s:I, s:I, s:I, s:I, s:I}",
+	    " s:s, s:s, s:i, s:s, s:s, s:I, s:I, s:I, s:I, s:I,"
+	    " s:i, s:i, s:s, s:s}",
 	    "version", ENVELOPE_VERSION,
 	    "id", id,
 	    "msgid", msgid,
@@ -44,7 +45,11 @@ envelope_dump(const struct envelope *ev)
 	    "lasttry", (json_int_t)ev->lasttry,
 	    "nexttry", (json_int_t)ev->nexttry,
 	    "expire", (json_int_t)ev->expire,
-	    "retry", (json_int_t)ev->retry);
+	    "retry", (json_int_t)ev->retry,
+	    "dsn_notify", (int)ev->dsn_notify,
+	    "dsn_ret", (int)ev->dsn_ret,
+	    "dsn_envid", ev->dsn_envid,
+	    "dsn_orcpt", ev->dsn_orcpt);
 	if (o == NULL)
 		fatalx("envelope_dump: json_pack");
 	if ((s = json_dumps(o, JSON_COMPACT)) == NULL)
@@ -101,7 +106,7 @@ envelope_load_json(struct envelope *ev, const char *buf, size_t len)
 {
 	json_t		*o;
 	json_error_t	 err;
-	int64_t		 version, expire, retry, dlv;
+	int64_t		 version, expire, retry, dlv, notify, ret;
 	uint64_t	 msgid;
 	int		 r = -1;
 
@@ -129,8 +134,16 @@ envelope_load_json(struct envelope *ev, const char *buf, size_t len)
 	    get_int(o, "lasttry", &ev->lasttry) == -1 ||
 	    get_int(o, "nexttry", &ev->nexttry) == -1 ||
 	    get_int(o, "expire", &expire) == -1 ||
-	    get_int(o, "retry", &retry) == -1)
+	    get_int(o, "retry", &retry) == -1 ||
+	    get_int(o, "dsn_notify", &notify) == -1 ||
+	    get_int(o, "dsn_ret", &ret) == -1 ||
+	    get_str(o, "dsn_envid", ev->dsn_envid, sizeof(ev->dsn_envid)) == -1 ||
+	    get_str(o, "dsn_orcpt", ev->dsn_orcpt, sizeof(ev->dsn_orcpt)) == -1)
 		goto done;
+	if (notify < 0 || notify > 0x0f || ret < 0 || ret > DSN_RET_HDRS)
+		goto done;
+	ev->dsn_notify = notify;
+	ev->dsn_ret = ret;
 	if (expire < 0 || expire > UINT32_MAX || retry < 0 ||
 	    retry > UINT32_MAX || ev->rcpt[0] == '\0' || ev->action[0] == '\0')
 		goto done;

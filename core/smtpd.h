@@ -795,7 +795,19 @@ struct envelope {
 	int64_t		nexttry;
 	uint32_t	expire;			/* seconds after creation */
 	uint32_t	retry;
+	/* RFC 3461 DSN parameters given with MAIL FROM / RCPT TO. */
+	uint32_t	dsn_notify;		/* DSN_NOTIFY_*; 0: not given */
+	uint32_t	dsn_ret;		/* DSN_RET_*; 0: not given */
+	char		dsn_envid[101];		/* ENVID, xtext-decoded */
+	char		dsn_orcpt[SMTPD_MAXADDR + 16];	/* "rfc822;addr" */
 };
+
+#define DSN_NOTIFY_SUCCESS	0x01
+#define DSN_NOTIFY_FAILURE	0x02
+#define DSN_NOTIFY_DELAY	0x04
+#define DSN_NOTIFY_NEVER	0x08
+#define DSN_RET_FULL		1
+#define DSN_RET_HDRS		2
 
 #define DLV_ACTION	0	/* the action's method */
 #define DLV_FILE	1	/* append to dlv_arg, mbox format */
