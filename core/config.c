@@ -189,12 +189,16 @@ unavailable_listen(struct unavail *u, const struct listen_conf *lc)
 static void
 unavailable_action(struct unavail *u, const struct action *a)
 {
-	static const char *const methods[A_NMETHODS] = {
-		[A_RELAY] = "delivery method \"relay\"",
-	};
-
-	if (methods[a->method] != NULL)
-		unavailable(u, a->file, a->line, methods[a->method]);
+	if (a->method != A_RELAY)
+		return;
+	if (a->src != NULL)
+		unavailable(u, a->file, a->line, "relay source addresses (src)");
+	if (a->helo_src != NULL)
+		unavailable(u, a->file, a->line,
+		    "per-source HELO names (helo-src)");
+	if (a->srs)
+		unavailable(u, a->file, a->line,
+		    "the Sender Rewriting Scheme (srs)");
 }
 
 static void

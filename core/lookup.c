@@ -27,6 +27,10 @@ lookup_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
 		aliases_expand(m, from);
 		return;
 	}
+	if (from == ROLE_SMTP && m->type == IMSG_MTA_ROUTE) {
+		dns_route_request(m);
+		return;
+	}
 	if (from == ROLE_SMTP && m->type == IMSG_AUTH) {
 		auth_request(m);
 		return;
@@ -66,4 +70,5 @@ lookup_main(void)
 	if (table_reopen_lookups(env.conf) == -1)
 		fatalx("lookup: cannot open the tables");
 	filter_init();
+	dns_init();
 }

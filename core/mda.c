@@ -252,28 +252,6 @@ plan_method(struct plan *p, const struct action *a, const struct envelope *ev)
 
 /* ----------------------------------------------------------- the parent */
 
-/* "1d2h3m4s", zero units left out, as OpenSMTPD's logs show delays. */
-static const char *
-duration_text(time_t t, char *buf, size_t len)
-{
-	static const struct { time_t secs; char unit; } units[] = {
-		{ 86400, 'd' }, { 3600, 'h' }, { 60, 'm' }, { 1, 's' },
-	};
-	size_t	 i, off = 0;
-
-	if (t <= 0)
-		return "0s";
-	buf[0] = '\0';
-	for (i = 0; i < sizeof(units) / sizeof(units[0]) && off < len; i++) {
-		if (t < units[i].secs)
-			continue;
-		off += snprintf(buf + off, len - off, "%lld%c",
-		    (long long)(t / units[i].secs), units[i].unit);
-		t %= units[i].secs;
-	}
-	return buf;
-}
-
 static void
 log_delivery(const struct mda_job *j, const char *user, char status,
     const char *stat)

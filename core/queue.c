@@ -232,6 +232,8 @@ queue_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
 			queue_envelopes(m);
 		else if (m->type == IMSG_QUEUE_ROLLBACK)
 			queue_rollback(m);
+		else if (m->type == IMSG_MTA_RESULT)
+			queue_mda_result(m);
 		else
 			break;
 		return;

@@ -18,6 +18,8 @@
 #include "smtpd.h"
 
 #define SCHED_MAX_INFLIGHT	32
+#define SCHED_MAX_RELAY		1000	/* envelopes with the smtp role */
+#define SCHED_RELAY_BATCH	100	/* recipients in one transaction */
 #define SCHED_HASH		4096
 #define RETRY_MIN		30		/* seconds before the 1st retry */
 #define RETRY_MAX		3600
@@ -25,6 +27,7 @@
 struct sched_ev {
 	TAILQ_ENTRY(sched_ev)	 entry;		/* ready or waiting list */
 	struct sched_ev		*hnext;		/* in-flight hash chain */
+	int			 relay;		/* goes to the smtp role */
 	struct envelope		 ev;
 };
 TAILQ_HEAD(sched_list, sched_ev);
@@ -36,10 +39,11 @@ struct msgref {
 };
 
 static struct sched_list ready = TAILQ_HEAD_INITIALIZER(ready);
+static struct sched_list ready_relay = TAILQ_HEAD_INITIALIZER(ready_relay);
 static struct sched_list waiting = TAILQ_HEAD_INITIALIZER(waiting);
 static struct sched_ev	*inflight[SCHED_HASH];
 static struct msgref	*msgrefs[SCHED_HASH];
-static size_t		 ninflight;
+static size_t		 ninflight, ninflight_relay;
 static struct event	*timer;
 static struct event	*kick;
 
@@ -87,15 +91,24 @@ kick_soon(void)
 	event_active(kick, EV_TIMEOUT, 0);
 }
 
+static int
+is_relay(const struct envelope *ev)
+{
+	const struct action *a = config_action(env.conf, ev->action);
+
+	return a != NULL && a->method == A_RELAY;
+}
+
 void
 scheduler_add(struct envelope *ev)
 {
 	struct sched_ev	*s = xcalloc(1, sizeof(*s));
 
 	s->ev = *ev;
+	s->relay = is_relay(ev);
 	msgref_get(ev->msgid, 1)->count++;
 	if (s->ev.nexttry <= time(NULL))
-		TAILQ_INSERT_TAIL(&ready, s, entry);
+		TAILQ_INSERT_TAIL(s->relay ? &ready_relay : &ready, s, entry);
 	else {
 		struct sched_ev *w;
 
@@ -108,6 +121,64 @@ scheduler_add(struct envelope *ev)
 			TAILQ_INSERT_TAIL(&waiting, s, entry);
 	}
 	kick_soon();
+}
+
+static void
+inflight_add(struct sched_ev *s)
+{
+	s->hnext = inflight[s->ev.id % SCHED_HASH];
+	inflight[s->ev.id % SCHED_HASH] = s;
+	if (s->relay)
+		ninflight_relay++;
+	else
+		ninflight++;
+}
+
+/* Same message, same route: one transaction for the smtp role. */
+static int
+same_route(const struct sched_ev *a, const struct sched_ev *b)
+{
+	const struct action	*act;
+	const char		*da, *db;
+
+	if (a->ev.msgid != b->ev.msgid ||
+	    strcmp(a->ev.action, b->ev.action) != 0)
+		return 0;
+	if ((act = config_action(env.conf, a->ev.action)) != NULL &&
+	    act->host != NULL)
+		return 1;
+	da = strrchr(a->ev.dest, '@');
+	db = strrchr(b->ev.dest, '@');
+	return strcasecmp(da ? da : "", db ? db : "") == 0;
+}
+
+static void
+dispatch_relay(struct sched_ev *s, int fd)
+{
+	struct sched_ev	*batch[SCHED_RELAY_BATCH], *n, *next;
+	struct ipc_out	*o;
+	size_t		 nb = 0, i;
+	char		*json;
+
+	batch[nb++] = s;
+	for (n = TAILQ_FIRST(&ready_relay); n && nb < SCHED_RELAY_BATCH;
+	    n = next) {
+		next = TAILQ_NEXT(n, entry);
+		if (same_route(s, n)) {
+			TAILQ_REMOVE(&ready_relay, n, entry);
+			batch[nb++] = n;
+		}
+	}
+	o = ipc_begin(env.peer[ROLE_SMTP], IMSG_MTA_DELIVER);
+	ipc_put_u32(o, nb);
+	for (i = 0; i < nb; i++) {
+		batch[i]->ev.lasttry = time(NULL);
+		json = envelope_dump(&batch[i]->ev);
+		ipc_put_str(o, json);
+		free(json);
+		inflight_add(batch[i]);
+	}
+	ipc_end(o, fd);
 }
 
 static void
@@ -130,6 +201,10 @@ dispatch(struct sched_ev *s)
 		free(s);
 		return;
 	}
+	if (s->relay) {
+		dispatch_relay(s, fd);
+		return;
+	}
 	s->ev.lasttry = time(NULL);
 	json = envelope_dump(&s->ev);
 	o = ipc_begin(env.peer[ROLE_PARENT], IMSG_MDA_DELIVER);
@@ -137,9 +212,7 @@ dispatch(struct sched_ev *s)
 	ipc_put_str(o, json);
 	ipc_end(o, fd);
 	free(json);
-	s->hnext = inflight[s->ev.id % SCHED_HASH];
-	inflight[s->ev.id % SCHED_HASH] = s;
-	ninflight++;
+	inflight_add(s);
 }
 
 static void
@@ -150,10 +223,15 @@ schedule(void)
 
 	while ((s = TAILQ_FIRST(&waiting)) && s->ev.nexttry <= now) {
 		TAILQ_REMOVE(&waiting, s, entry);
-		TAILQ_INSERT_TAIL(&ready, s, entry);
+		TAILQ_INSERT_TAIL(s->relay ? &ready_relay : &ready, s, entry);
 	}
 	while (ninflight < SCHED_MAX_INFLIGHT && (s = TAILQ_FIRST(&ready))) {
 		TAILQ_REMOVE(&ready, s, entry);
+		dispatch(s);
+	}
+	while (ninflight_relay < SCHED_MAX_RELAY &&
+	    (s = TAILQ_FIRST(&ready_relay))) {
+		TAILQ_REMOVE(&ready_relay, s, entry);
 		dispatch(s);
 	}
 	if ((s = TAILQ_FIRST(&waiting))) {
@@ -177,7 +255,10 @@ inflight_take(uint64_t evpid)
 	for (p = &inflight[evpid % SCHED_HASH]; (s = *p); p = &s->hnext)
 		if (s->ev.id == evpid) {
 			*p = s->hnext;
-			ninflight--;
+			if (s->relay)
+				ninflight_relay--;
+			else
+				ninflight--;
 			return s;
 		}
 	fatalx("scheduler: result for unknown envelope %016" PRIx64, evpid);
@@ -233,6 +314,9 @@ envelope_retry(struct sched_ev *s, const char *text)
 	}
 	s->ev.retry++;
 	s->ev.nexttry = now + retry_delay(s->ev.retry);
+	/* The last try is at the ttl, so the bounce is not a backoff late. */
+	if (s->ev.nexttry > s->ev.creation + (time_t)s->ev.expire)
+		s->ev.nexttry = s->ev.creation + (time_t)s->ev.expire;
 	if (queue_envelope_update(&s->ev) == -1)
 		log_warnx("queue: cannot update envelope %016" PRIx64,
 		    s->ev.id);
@@ -303,6 +387,8 @@ scheduler_list(uint64_t reqid)
 		for (s = inflight[i]; s; s = s->hnext)
 			list_one(&o, reqid, &s->ev, "delivering");
 	TAILQ_FOREACH(s, &ready, entry)
+		list_one(&o, reqid, &s->ev, "ready");
+	TAILQ_FOREACH(s, &ready_relay, entry)
 		list_one(&o, reqid, &s->ev, "ready");
 	TAILQ_FOREACH(s, &waiting, entry)
 		list_one(&o, reqid, &s->ev, "waiting");

@@ -65,7 +65,10 @@ smtp_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
 	if (from == ROLE_PARENT)
 		fatalx("smtp: unexpected %s from parent",
 		    ipc_type_name(m->type));
-	smtp_session_imsg(m, from);
+	if (m->type >= IMSG_MTA_ROUTE && m->type <= IMSG_MTA_RESULT)
+		mta_imsg(m, from);
+	else
+		smtp_session_imsg(m, from);
 }
 
 void

@@ -865,6 +865,7 @@ data_line(struct smtp_session *s, char *line, size_t len)
 static char *
 envelope_json(struct smtp_session *s, const struct smtp_rcpt *r)
 {
+	const struct action *a;
 	struct envelope	 ev;
 
 	memset(&ev, 0, sizeof(ev));
@@ -882,7 +883,9 @@ envelope_json(struct smtp_session *s, const struct smtp_rcpt *r)
 		msd_strlcpy(ev.tag, s->listener->lc->tag, sizeof(ev.tag));
 	msd_strlcpy(ev.action, r->action, sizeof(ev.action));
 	ev.creation = time(NULL);
-	ev.expire = DEFAULT_EXPIRE;
+	/* The action's `ttl`, else `queue ttl`. */
+	a = config_action(env.conf, r->action);
+	ev.expire = a != NULL && a->ttl ? a->ttl : env.conf->queue_ttl;
 	return envelope_dump(&ev);
 }
 

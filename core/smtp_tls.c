@@ -375,6 +375,78 @@ done:
 	return rc;
 }
 
+/*
+ * A relay's client config: CAs to verify the next hop with (the action's
+ * `ca`, else the system's bundle, which may be missing: then only
+ * unverified TLS can work), its `pki` as a client certificate, and its
+ * protocols and ciphers.
+ */
+static struct tls_config *
+relay_config(struct tls_setup *ts, const struct action *a, int verify)
+{
+	struct tls_config *cfg;
+	const struct ca	*ca = NULL;
+	struct pki_files *pf;
+	struct tls_file	 f = { NULL, 0 };
+	uint32_t	 protos;
+	char		 why[256];
+
+	if ((cfg = tls_config_new()) == NULL)
+		fatal("tls_config_new");
+	if (a->ca != NULL && (ca = ca_find(ts->conf, a->ca)) == NULL)
+		fatalx("tls: ca %s not found", a->ca);
+	if (tls_file_read(ca ? ca->cert : tls_default_ca_cert_file(), 0, &f,
+	    why, sizeof(why)) == 0) {
+		if (tls_config_set_ca_mem(cfg, f.data, f.len) == -1)
+			goto bad;
+		tls_file_free(&f);
+	} else if (ca != NULL) {
+		log_warnx("%s:%d: action \"%s\": cannot read the CA file"
+		    " \"%s\": %s", a->file, a->line, a->name, ca->cert, why);
+		goto fail;
+	}
+	if (a->pki != NULL) {
+		if ((pf = pki_files_find(ts, a->pki)) == NULL)
+			fatalx("tls: pki %s not loaded", a->pki);
+		if (tls_config_set_keypair_mem(cfg, pf->cert.data,
+		    pf->cert.len, pf->key.data, pf->key.len) == -1)
+			goto bad;
+	}
+	if (tls_config_parse_protocols(&protos, a->protocols ? a->protocols :
+	    TLS_DEFAULT_PROTOCOLS) == -1 ||
+	    tls_config_set_protocols(cfg, protos) == -1 ||
+	    tls_config_set_ciphers(cfg, a->ciphers ? a->ciphers :
+	    TLS_DEFAULT_CIPHERS) == -1)
+		goto bad;
+	if (!verify) {
+		tls_config_insecure_noverifycert(cfg);
+		tls_config_insecure_noverifyname(cfg);
+	}
+	return cfg;
+bad:
+	log_warnx("%s:%d: action \"%s\": %s", a->file, a->line, a->name,
+	    tls_config_error(cfg));
+fail:
+	tls_file_free(&f);
+	tls_config_free(cfg);
+	return NULL;
+}
+
+static int
+relays_setup(struct tls_setup *ts)
+{
+	struct action	*a;
+
+	TAILQ_FOREACH(a, &ts->conf->actions, entry) {
+		if (a->method != A_RELAY)
+			continue;
+		if ((a->tls_verify = relay_config(ts, a, 1)) == NULL ||
+		    (a->tls_noverify = relay_config(ts, a, 0)) == NULL)
+			return -1;
+	}
+	return 0;
+}
+
 static int
 listens_tls(const struct listen_conf *lc)
 {
@@ -399,6 +471,8 @@ smtp_tls_setup(struct config *conf)
 				rc = -1;
 				break;
 			}
+	if (rc == 0 && relays_setup(&ts) == -1)
+		rc = -1;
 	for (i = 0; i < ts.npkis; i++) {
 		tls_file_free(&ts.pkis[i].cert);
 		tls_file_free(&ts.pkis[i].key);
@@ -411,6 +485,13 @@ void
 smtp_tls_forget(struct config *conf)
 {
 	struct listen_conf	*lc;
+	struct action		*a;
+
+	TAILQ_FOREACH(a, &conf->actions, entry) {
+		tls_config_free(a->tls_verify);
+		tls_config_free(a->tls_noverify);
+		a->tls_verify = a->tls_noverify = NULL;
+	}
 
 	TAILQ_FOREACH(lc, &conf->listen_confs, entry)
 		if (lc->tls != NULL) {
@@ -615,6 +696,51 @@ smtp_tls_wrap(struct bufferevent *raw, const struct listen_conf *lc,
 	    tls_raw_drained, t);
 	if (t->drain == NULL)
 		fatalx("smtp: evbuffer_add_cb");
+	*tp = t;
+	return t->bev;
+}
+
+struct bufferevent *
+smtp_tls_wrap_client(struct bufferevent *raw, const struct action *a,
+    int verify, const char *servername, void (*ready)(void *), void *arg,
+    struct smtp_tls **tp)
+{
+	struct tls_config *cfg = verify ? a->tls_verify : a->tls_noverify;
+	struct smtp_tls	*t;
+	int		 rc;
+
+	if (cfg == NULL)
+		fatalx("smtp: relay action %s has no TLS config", a->name);
+	t = xcalloc(1, sizeof(*t));
+	t->raw = raw;
+	t->ready = ready;
+	t->arg = arg;
+	if ((t->cctx = tls_client()) == NULL)
+		fatal("tls_client");
+	if (tls_configure(t->cctx, cfg) == -1 || tls_connect_cbs(t->cctx,
+	    tls_cb_read, tls_cb_write, t, servername) == -1) {
+		log_warnx("mta: TLS client: %s", tls_error(t->cctx));
+		tls_free(t->cctx);
+		free(t);
+		return NULL;
+	}
+	t->bev = bufferevent_filter_new(raw, tls_filter_in, tls_filter_out,
+	    BEV_OPT_CLOSE_ON_FREE, tls_conn_free, t);
+	if (t->bev == NULL)
+		fatalx("smtp: bufferevent_filter_new");
+	t->drain = evbuffer_add_cb(bufferevent_get_output(raw),
+	    tls_raw_drained, t);
+	if (t->drain == NULL)
+		fatalx("smtp: evbuffer_add_cb");
+	/* The client speaks first: the ClientHello goes out now. */
+	rc = tls_handshake(t->cctx);
+	if (rc == -1) {
+		snprintf(t->error, sizeof(t->error), "%s",
+		    tls_error(t->cctx) ? tls_error(t->cctx) : "handshake");
+		t->failed = 1;
+		bufferevent_trigger_event(t->bev, BEV_EVENT_ERROR,
+		    BEV_TRIG_DEFER_CALLBACKS);
+	}
 	*tp = t;
 	return t->bev;
 }

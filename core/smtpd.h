@@ -231,6 +231,9 @@ struct action {
 	int			 srs;
 	char			*protocols;
 	char			*ciphers;
+	/* smtp role: TLS client configs (smtp_tls.c), verifying or not */
+	void			*tls_verify;
+	void			*tls_noverify;
 	/* both */
 	uint32_t		 ttl;		/* seconds; 0: `queue ttl` */
 	char			*file;
@@ -657,6 +660,27 @@ const char *default_spool(void);
 /* A program next to the running one ("sendmail"); 0 or -1. */
 int	 program_path(const char *name, char *out, size_t len);
 void	 subaddr_strip(char *user, char delim);
+/*
+ * A relay URL, scheme://[label@]host[:port] (smtpd.conf(5) `host`).  The
+ * port defaults by scheme: 25, or 465 for smtps; lmtp must name one.
+ */
+enum relay_scheme {
+	RELAY_SMTP,		/* STARTTLS when offered */
+	RELAY_SMTP_TLS,		/* STARTTLS required */
+	RELAY_SMTP_NOTLS,	/* never TLS */
+	RELAY_SMTPS,		/* TLS from the first byte */
+	RELAY_LMTP,
+};
+struct relay_url {
+	enum relay_scheme	 scheme;
+	char			 label[128];
+	char			 host[256];
+	uint16_t		 port;
+};
+int	 relay_url_parse(const char *, struct relay_url *);	/* 0 or -1 */
+const char *relay_scheme_name(enum relay_scheme);
+/* "1h2m3s" for a number of seconds, into buf. */
+const char *duration_text(time_t, char *buf, size_t len);
 /* RFC 4648 base64; the output length or -1 (bad input, no room). */
 int	 base64_encode(const void *, size_t, char *out, size_t outlen);
 int	 base64_decode(const char *, unsigned char *out, size_t outlen);
@@ -716,6 +740,12 @@ enum ipc_type {
 	IMSG_FILTER_DATA,		/* both ways: sid, lines */
 	IMSG_FILTER_END,		/* smtp -> lookup: sid */
 	IMSG_FILTER_RESULT,		/* lookup -> smtp: sid, decision, text */
+	IMSG_MTA_ROUTE,			/* smtp -> lookup: reqid, action, domain */
+	IMSG_MTA_ROUTE_RESULT,		/* reqid, status, text, scheme, auth,
+					   n, (pref, name, sockaddr)... */
+	IMSG_MTA_DELIVER,		/* queue -> smtp: n, envelope JSON...,
+					   +fd of their message */
+	IMSG_MTA_RESULT,		/* smtp -> queue: evpid, status, text */
 	IMSG_MAX
 };
 
@@ -909,6 +939,11 @@ void	queue_imsg(struct ipc *, struct ipc_msg *, void *);
 
 /* smtp_session.c */
 void	smtp_session_accept(int fd, const struct listener *);
+/* mta.c: the relay, in the smtp role. */
+void	mta_imsg(struct ipc_msg *, enum smtpd_role from);
+/* dns.c: the resolver and relay routes, in the lookup role. */
+void	dns_init(void);
+void	dns_route_request(struct ipc_msg *);
 void	smtp_session_imsg(struct ipc_msg *, enum smtpd_role from);
 
 /*
@@ -976,6 +1011,14 @@ void	 smtp_tls_text(const struct smtp_tls *, char *buf, size_t len);
 int	 smtp_tls_peer_cert(const struct smtp_tls *);
 const char *smtp_tls_peer_hash(const struct smtp_tls *);
 size_t	 smtp_tls_unsent(const struct smtp_tls *);	/* ciphertext */
+/*
+ * The relay's side: a client over raw, verifying the server against the
+ * action's `ca` (or the system's CAs) when verify is set; the handshake
+ * starts at once.
+ */
+struct bufferevent *smtp_tls_wrap_client(struct bufferevent *raw,
+	    const struct action *, int verify, const char *servername,
+	    void (*ready)(void *), void *arg, struct smtp_tls **);
 void	 smtp_tls_close(struct smtp_tls *);
 
 /* mda.c (parent): runs one local delivery in a child. */

@@ -369,3 +369,103 @@ base64_decode(const char *in, unsigned char *out, size_t outlen)
 	out[o] = '\0';
 	return (int)o;
 }
+
+/* "1d2h3m4s", zero units left out, as OpenSMTPD's logs show delays. */
+const char *
+duration_text(time_t t, char *buf, size_t len)
+{
+	static const struct { time_t secs; char unit; } units[] = {
+		{ 86400, 'd' }, { 3600, 'h' }, { 60, 'm' }, { 1, 's' },
+	};
+	size_t	 i, off = 0;
+
+	if (t <= 0)
+		return "0s";
+	buf[0] = '\0';
+	for (i = 0; i < sizeof(units) / sizeof(units[0]) && off < len; i++) {
+		if (t < units[i].secs)
+			continue;
+		off += snprintf(buf + off, len - off, "%lld%c",
+		    (long long)(t / units[i].secs), units[i].unit);
+		t %= units[i].secs;
+	}
+	return buf;
+}
+
+static const char *const relay_schemes[] = {
+	[RELAY_SMTP] = "smtp",
+	[RELAY_SMTP_TLS] = "smtp+tls",
+	[RELAY_SMTP_NOTLS] = "smtp+notls",
+	[RELAY_SMTPS] = "smtps",
+	[RELAY_LMTP] = "lmtp",
+};
+
+const char *
+relay_scheme_name(enum relay_scheme s)
+{
+	return s <= RELAY_LMTP ? relay_schemes[s] : "?";
+}
+
+static int
+relay_url_scheme(const char *u, size_t n, struct relay_url *url)
+{
+	size_t	 i;
+
+	for (i = 0; i < sizeof(relay_schemes) / sizeof(relay_schemes[0]); i++)
+		if (strlen(relay_schemes[i]) == n &&
+		    strncmp(u, relay_schemes[i], n) == 0) {
+			url->scheme = i;
+			return 0;
+		}
+	return -1;
+}
+
+int
+relay_url_parse(const char *u, struct relay_url *url)
+{
+	const char	*sep, *host, *port = NULL, *end;
+	size_t		 hlen;
+	char		*e;
+	long		 n;
+
+	memset(url, 0, sizeof(*url));
+	url->scheme = RELAY_SMTP;
+	if ((sep = strstr(u, "://")) != NULL) {
+		if (relay_url_scheme(u, sep - u, url) == -1)
+			return -1;
+		u = sep + 3;
+	}
+	if ((sep = strrchr(u, '@')) != NULL) {
+		if ((size_t)(sep - u) >= sizeof(url->label))
+			return -1;
+		memcpy(url->label, u, sep - u);
+		u = sep + 1;
+	}
+	host = u;
+	if (*host == '[') {
+		if ((end = strchr(host, ']')) == NULL)
+			return -1;
+		end++;
+		if (*end == ':')
+			port = end + 1;
+		else if (*end != '\0')
+			return -1;
+	} else if ((end = strchr(host, ':')) != NULL)
+		port = end + 1;
+	else
+		end = host + strlen(host);
+	hlen = end - host;
+	if (hlen == 0 || hlen >= sizeof(url->host))
+		return -1;
+	memcpy(url->host, host, hlen);
+	if (port != NULL) {
+		n = strtol(port, &e, 10);
+		if (*port == '\0' || *e != '\0' || n < 1 || n > 65535)
+			return -1;
+		url->port = n;
+	} else if (url->scheme == RELAY_LMTP)
+		return -1;
+	else
+		url->port = url->scheme == RELAY_SMTPS ? 465 : 25;
+	return 0;
+}

@@ -8,7 +8,7 @@ MSD_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 MSD_BUILD_DEPS=(build-essential autoconf automake libtool libltdl-dev pkg-config
 	libevent-dev libtls-dev libjansson-dev libsqlite3-dev libssl-dev libdb-dev
-	libcrypt-dev)
+	libcrypt-dev libc-ares-dev)
 # postfix is only here for smtp-source (bench/ and the load tests); it is
 # installed with debconf "No configuration" and never started.  The
 # opensmtpd-filter-* packages and rspamd are the third-party filters of
@@ -17,7 +17,7 @@ MSD_BUILD_DEPS=(build-essential autoconf automake libtool libltdl-dev pkg-config
 # its own instance on loopback.
 MSD_TEST_DEPS=(python3 swaks postfix iproute2 util-linux procps git dovecot-lmtpd
 	opensmtpd-filter-dkimsign opensmtpd-filter-senderscore
-	opensmtpd-filter-rspamd rspamd python3-dkim openssl)
+	opensmtpd-filter-rspamd rspamd python3-dkim openssl dnsmasq-base)
 
 msd_log() { printf '==> %s\n' "$*" >&2; }
 msd_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
