@@ -8,7 +8,9 @@
 #
 #   bench/throughput.sh                 the measurement
 #   bench/throughput.sh --peers         the shared peer bench (postfix,
-#                                       OpenSMTPD, ours) side by side, see README
+#                                       OpenSMTPD, ours) side by side, see README;
+#                                       PEER_TESTS="accept relay" adds relaying
+#                                       to smtp-sink, PEERS= picks the servers
 #   N= SESSIONS= SIZE= PORT= BUILDDIR= KEEP=1   parameters
 #
 # As root it re-executes itself in a new network namespace holding only
@@ -47,9 +49,15 @@ action "local" maildir "@MAILDIR@" user @USER@
 match from any for domain "@DOMAIN@" action "local"
 EOF
 	cp "$work/accept.conf" "$work/idle.conf"
+	cat >"$work/relay.conf" <<'EOF'
+listen on 127.0.0.1 port @PORT@ hostname mail.@DOMAIN@
+action "relay" relay host smtp://@RELAY_HOST@:@RELAY_PORT@ helo mail.@DOMAIN@
+match from any for any action "relay"
+EOF
 	export SMTPD_BIN=$BIN SMTPD_NAME=modsmtpd
 	export SMTPD_ARGS='-d -f @CONF@ -s @SPOOL@'
 	export SMTPD_CONF_ACCEPT=$work/accept.conf SMTPD_CONF_IDLE=$work/idle.conf
+	export SMTPD_CONF_RELAY=$work/relay.conf
 	export MODSMTPD_MODULE_PATH=$(msd_module_dir "$BUILDDIR" "$work/modules")
 	export RESULTS=${RESULTS:-$work/raw.jsonl}
 	export TAG=${TAG:-msd-$(date +%Y%m%dT%H%M%S)} N

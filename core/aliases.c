@@ -59,7 +59,7 @@ struct expansion {
 	/* the match context, owned */
 	int			 local;
 	struct sockaddr_storage	 ss;
-	char			*tag, *helo, *auth, *sender, *rcpt;
+	char			*tag, *helo, *auth, *sender, *rcpt, *rdns;
 	int			 tls;
 	struct xnode		*todo;		/* stack */
 	struct xnode		*seen;		/* expanded, for loops */
@@ -304,6 +304,7 @@ xp_match(struct expansion *x, const char *rcpt)
 	ctx.helo = x->helo;
 	ctx.auth = x->auth;
 	ctx.tls = x->tls;
+	ctx.rdns = x->rdns;
 	ctx.sender = x->sender;
 	ctx.rcpt = rcpt;
 	r = ruleset_match(env.conf, &ctx, &tempfail);
@@ -690,6 +691,7 @@ xp_free(struct expansion *x)
 	free(x->res);
 	free(x->tag);
 	free(x->helo);
+	free(x->rdns);
 	free(x->auth);
 	free(x->sender);
 	free(x->rcpt);
@@ -721,7 +723,7 @@ xstrdup_or_null(const char *s)
 
 /*
  * IMSG_LKA_RCPT from smtp or queue: reqid, local, address, tag, helo,
- * auth, tls, sender, rcpt.
+ * auth, tls, sender, rcpt, the client's verified name or NULL.
  */
 void
 aliases_expand(struct ipc_msg *m, enum smtpd_role from)
@@ -729,7 +731,7 @@ aliases_expand(struct ipc_msg *m, enum smtpd_role from)
 	struct expansion	*x;
 	const void		*p;
 	size_t			 len;
-	const char		*tag, *helo, *auth, *sender, *rcpt;
+	const char		*tag, *helo, *auth, *sender, *rcpt, *rdns;
 
 	x = xcalloc(1, sizeof(*x));
 	x->from = from;
@@ -745,11 +747,13 @@ aliases_expand(struct ipc_msg *m, enum smtpd_role from)
 	x->tls = ipc_get_u32(m);
 	sender = ipc_get_str(m);
 	rcpt = ipc_get_str(m);
+	rdns = ipc_get_str(m);
 	ipc_get_end(m);
 	if (sender == NULL || rcpt == NULL)
 		fatalx("lookup: missing address");
 	x->tag = xstrdup_or_null(tag);
 	x->helo = xstrdup_or_null(helo);
+	x->rdns = xstrdup_or_null(rdns);
 	x->auth = xstrdup_or_null(auth);
 	x->sender = xstrdup(sender);
 	x->rcpt = xstrdup(rcpt);

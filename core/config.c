@@ -201,14 +201,6 @@ unavailable_action(struct unavail *u, const struct action *a)
 		    "the Sender Rewriting Scheme (srs)");
 }
 
-static void
-unavailable_rule(struct unavail *u, const struct rule *r)
-{
-	if (r->conds[SLOT_FROM].kind == C_FROM_RDNS)
-		unavailable(u, r->file, r->line,
-		    "reverse DNS matching (from rdns)");
-}
-
 size_t
 config_unavailable(const struct config *conf,
     void (*report)(const char *, void *), void *arg)
@@ -216,7 +208,6 @@ config_unavailable(const struct config *conf,
 	struct unavail		 u = { report, arg, 0 };
 	const struct listen_conf *lc;
 	const struct action	*a;
-	const struct rule	*r;
 	const struct filter	*f;
 	char			 msg[512];
 
@@ -226,8 +217,6 @@ config_unavailable(const struct config *conf,
 		unavailable_listen(&u, conf->socket_listener);
 	TAILQ_FOREACH(a, &conf->actions, entry)
 		unavailable_action(&u, a);
-	TAILQ_FOREACH(r, &conf->rules, entry)
-		unavailable_rule(&u, r);
 	/* proc and proc-exec filters run (filter.c); built-in ones not yet. */
 	TAILQ_FOREACH(f, &conf->filters, entry) {
 		if (f->type != F_BUILTIN)

@@ -526,3 +526,105 @@ dns_route_request(struct ipc_msg *m)
 	r->cache = table_cache_new(route_step, r);
 	route_step(r);
 }
+
+/* -------------------------------------------- client names (rDNS) */
+
+/*
+ * A connecting client's name: the PTR of its address, kept only if that
+ * name resolves back to the address (forward-confirmed, "fcrdns").
+ */
+struct ptr_req {
+	uint64_t		 sid;
+	struct sockaddr_storage	 ss;
+	char			 name[256];
+};
+
+static void
+ptr_answer(struct ptr_req *p, const char *name, int fcrdns)
+{
+	struct ipc_out	*o;
+
+	o = ipc_begin(env.peer[ROLE_SMTP], IMSG_DNS_PTR_RESULT);
+	ipc_put_u64(o, p->sid);
+	ipc_put_str(o, name);
+	ipc_put_u32(o, fcrdns);
+	ipc_end(o, -1);
+	free(p);
+}
+
+static int
+same_addr(const struct sockaddr *a, const struct sockaddr_storage *b)
+{
+	if (a->sa_family != b->ss_family)
+		return 0;
+	if (a->sa_family == AF_INET)
+		return memcmp(&((const struct sockaddr_in *)a)->sin_addr,
+		    &((const struct sockaddr_in *)b)->sin_addr,
+		    sizeof(struct in_addr)) == 0;
+	return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+	    &((const struct sockaddr_in6 *)b)->sin6_addr,
+	    sizeof(struct in6_addr)) == 0;
+}
+
+static void
+on_forward(void *arg, int status, int timeouts, struct ares_addrinfo *ai)
+{
+	struct ptr_req		*p = arg;
+	struct ares_addrinfo_node *n;
+	int			 ok = 0;
+
+	if (status == ARES_EDESTRUCTION)
+		return;
+	for (n = ai ? ai->nodes : NULL; n && !ok; n = n->ai_next)
+		ok = same_addr(n->ai_addr, &p->ss);
+	if (ai != NULL)
+		ares_freeaddrinfo(ai);
+	ptr_answer(p, p->name, ok);
+}
+
+static void
+on_ptr(void *arg, int status, int timeouts, char *node, char *service)
+{
+	struct ptr_req		*p = arg;
+	struct ares_addrinfo_hints hints;
+
+	if (status == ARES_EDESTRUCTION)
+		return;
+	if (status != ARES_SUCCESS || node == NULL || *node == '\0' ||
+	    strlen(node) >= sizeof(p->name)) {
+		ptr_answer(p, NULL, 0);
+		return;
+	}
+	msd_strlcpy(p->name, node, sizeof(p->name));
+	lowercase(p->name);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = p->ss.ss_family;
+	hints.ai_socktype = SOCK_STREAM;
+	ares_getaddrinfo(channel, p->name, NULL, &hints, on_forward, p);
+	dns_arm_timer();
+}
+
+/* IMSG_DNS_PTR from the smtp role: session id, client address. */
+void
+dns_ptr_request(struct ipc_msg *m)
+{
+	struct ptr_req	*p = xcalloc(1, sizeof(*p));
+	const void	*ss;
+	size_t		 len;
+
+	p->sid = ipc_get_u64(m);
+	ss = ipc_get_data(m, &len);
+	ipc_get_end(m);
+	if (len != sizeof(p->ss))
+		fatalx("dns: bad address length");
+	memcpy(&p->ss, ss, len);
+	if (p->ss.ss_family != AF_INET && p->ss.ss_family != AF_INET6) {
+		ptr_answer(p, NULL, 0);
+		return;
+	}
+	ares_getnameinfo(channel, (struct sockaddr *)&p->ss,
+	    p->ss.ss_family == AF_INET ? sizeof(struct sockaddr_in) :
+	    sizeof(struct sockaddr_in6), ARES_NI_NAMEREQD | ARES_NI_LOOKUPHOST,
+	    on_ptr, p);
+	dns_arm_timer();
+}

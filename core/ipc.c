@@ -106,6 +106,8 @@ static const char *ipc_names[IMSG_MAX] = {
 	[IMSG_MTA_ROUTE_RESULT] = "MTA_ROUTE_RESULT",
 	[IMSG_MTA_DELIVER] = "MTA_DELIVER",
 	[IMSG_MTA_RESULT] = "MTA_RESULT",
+	[IMSG_DNS_PTR] = "DNS_PTR",
+	[IMSG_DNS_PTR_RESULT] = "DNS_PTR_RESULT",
 };
 
 const char *

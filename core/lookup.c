@@ -31,6 +31,10 @@ lookup_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
 		dns_route_request(m);
 		return;
 	}
+	if (from == ROLE_SMTP && m->type == IMSG_DNS_PTR) {
+		dns_ptr_request(m);
+		return;
+	}
 	if (from == ROLE_SMTP && m->type == IMSG_AUTH) {
 		auth_request(m);
 		return;

@@ -105,6 +105,7 @@ bounce_ask(struct bounce *b)
 	ipc_put_u32(o, 0);			/* tls */
 	ipc_put_str(o, "");			/* from <> */
 	ipc_put_str(o, b->ev.sender);
+	ipc_put_str(o, NULL);			/* rdns */
 	ipc_end(o, -1);
 }
 

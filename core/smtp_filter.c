@@ -44,7 +44,7 @@ addr_port(const struct sockaddr_storage *ss, socklen_t len, char *buf,
 
 void
 smtp_filter_begin(uint64_t sid, const char *chain, int fd,
-    const struct sockaddr_storage *peer, const char *hostname)
+    const struct sockaddr_storage *peer, const char *name, int fcrdns_ok)
 {
 	struct sockaddr_storage	 self;
 	socklen_t		 len = sizeof(self);
@@ -62,9 +62,9 @@ smtp_filter_begin(uint64_t sid, const char *chain, int fd,
 		msd_strlcpy(src, dest, sizeof(src));
 	else
 		addr_port(peer, sizeof(*peer), src, sizeof(src));
-	/* No reverse DNS in this build yet: OpenSMTPD's "no name" values. */
-	rdns = local ? hostname : "<unknown>";
-	fcrdns = local ? "pass" : "fail";
+	/* OpenSMTPD's values for a client without a name. */
+	rdns = name ? name : "<unknown>";
+	fcrdns = fcrdns_ok ? "pass" : "fail";
 	snprintf(conn, sizeof(conn), "%s|%s", rdns, ss_to_text(peer));
 
 	o = ipc_begin(env.peer[ROLE_LOOKUP], IMSG_FILTER_BEGIN);

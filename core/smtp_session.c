@@ -57,6 +57,7 @@ enum smtp_wait {
 	W_MAILID,		/* filtered MAIL: a msgid for tx-begin */
 	W_AUTH,			/* credentials checked, or the 535 delay */
 	W_SENDERS,		/* MAIL FROM against `senders <t>` */
+	W_DNS,			/* the client's name, before the banner */
 };
 
 /* Where an AUTH exchange stands: the next line is a response. */
@@ -93,6 +94,10 @@ struct smtp_session {
 	int			 local;		/* on the submission socket */
 	char			 src[INET6_ADDRSTRLEN];
 	char			 helo[256];
+	char			 rdns[256];	/* the client's name, or "" */
+	int			 fcrdns;	/* rdns resolves back to it */
+	int			 rdns_done;	/* the banner may go */
+	int			 start_wanted;	/* ... and is waiting for it */
 	int			 esmtp;
 	enum smtp_state		 state;
 	enum smtp_wait		 wait;
@@ -578,6 +583,7 @@ cmd_rcpt(struct smtp_session *s, char *arg)
 	ipc_put_u32(o, s->secure);
 	ipc_put_str(o, s->sender);
 	ipc_put_str(o, s->pending_rcpt);
+	ipc_put_str(o, s->fcrdns ? s->rdns : NULL);
 	ipc_end(o, -1);
 	s->wait = W_LOOKUP;
 }
@@ -721,7 +727,7 @@ received_tls(const struct smtp_session *s, char *buf, size_t len)
 static void
 received_text(struct smtp_session *s, char *buf, size_t len)
 {
-	char		 date[64], tls[512], from[400];
+	char		 date[64], tls[512], from[700];
 	time_t		 now = time(NULL);
 	struct tm	 tm;
 	int		 n;
@@ -733,8 +739,8 @@ received_text(struct smtp_session *s, char *buf, size_t len)
 		received_tls(s, tls, sizeof(tls));
 	/* mask-src: the client's name and address stay out */
 	if (!(s->listener->lc->flags & LO_MASK_SRC))
-		snprintf(from, sizeof(from), "from %s (<unknown> [%s])\n\t",
-		    s->helo, s->src);
+		snprintf(from, sizeof(from), "from %s (%s [%s])\n\t",
+		    s->helo, s->rdns[0] ? s->rdns : "<unknown>", s->src);
 	n = snprintf(buf, len, "Received: %s"
 	    "by %s (OpenSMTPD) with %sSMTP%s%s id %08" PRIx32 "%s%s%s%s;"
 	    "\n\t%s\n", from, smtp_name(s), s->esmtp ? "E" : "",
@@ -1566,6 +1572,11 @@ smtp_start(struct smtp_session *s)
 {
 	const struct listen_conf *lc = s->listener->lc;
 
+	/* The client's name first: filters and the Received header use it. */
+	if (!s->rdns_done) {
+		s->start_wanted = 1;
+		return;
+	}
 	if (lc->filter == NULL) {
 		smtp_banner(s);
 		return;
@@ -1574,7 +1585,43 @@ smtp_start(struct smtp_session *s)
 	s->fphase = FPH_CONNECT;
 	s->wait = W_FILTER;
 	smtp_filter_begin(s->id, lc->filter, s->sockfd, &s->ss,
-	    smtp_name(s));
+	    s->local ? smtp_name(s) : s->rdns[0] ? s->rdns : NULL,
+	    s->local || s->fcrdns);
+}
+
+static void
+rdns_ask(struct smtp_session *s)
+{
+	struct ipc_out	*o;
+
+	if (s->local) {
+		s->rdns_done = 1;
+		return;
+	}
+	o = ipc_begin(env.peer[ROLE_LOOKUP], IMSG_DNS_PTR);
+	ipc_put_u64(o, s->id);
+	ipc_put_data(o, &s->ss, sizeof(s->ss));
+	ipc_end(o, -1);
+	s->wait = W_DNS;
+}
+
+static void
+rdns_result(struct smtp_session *s, struct ipc_msg *m)
+{
+	const char	*name = ipc_get_str(m);
+
+	s->fcrdns = ipc_get_u32(m) != 0;
+	ipc_get_end(m);
+	if (name != NULL)
+		msd_strlcpy(s->rdns, name, sizeof(s->rdns));
+	s->rdns_done = 1;
+	log_info("%016" PRIx64 " smtp resolved address=%s host=%s fcrdns=%s",
+	    s->id, s->src, s->rdns[0] ? s->rdns : "<unknown>",
+	    s->fcrdns ? "pass" : "fail");
+	if (s->start_wanted) {
+		s->start_wanted = 0;
+		smtp_start(s);
+	}
 }
 
 /* From smtp_tls.c, inside the filter: must not free the session. */
@@ -1702,6 +1749,7 @@ smtp_session_accept(int fd, const struct listener *l)
 	log_info("%016" PRIx64 " smtp connected address=%s host=<unknown>",
 	    s->id, s->src);
 	s->sockfd = fd;
+	rdns_ask(s);
 	if (!smtps)
 		smtp_start(s);
 }
@@ -1743,6 +1791,11 @@ smtp_session_imsg(struct ipc_msg *m, enum smtpd_role from)
 		return;
 	}
 	switch (m->type) {
+	case IMSG_DNS_PTR_RESULT:
+		if (was != W_DNS)
+			fatalx("smtp: unexpected DNS answer");
+		rdns_result(s, m);
+		break;
 	case IMSG_LKA_RCPT_RESULT:
 		if (was != W_LOOKUP)
 			fatalx("smtp: unexpected lookup answer");

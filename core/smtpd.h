@@ -746,6 +746,8 @@ enum ipc_type {
 	IMSG_MTA_DELIVER,		/* queue -> smtp: n, envelope JSON...,
 					   +fd of their message */
 	IMSG_MTA_RESULT,		/* smtp -> queue: evpid, status, text */
+	IMSG_DNS_PTR,			/* smtp -> lookup: sid, sockaddr */
+	IMSG_DNS_PTR_RESULT,		/* sid, name|NULL, fcrdns */
 	IMSG_MAX
 };
 
@@ -944,6 +946,7 @@ void	mta_imsg(struct ipc_msg *, enum smtpd_role from);
 /* dns.c: the resolver and relay routes, in the lookup role. */
 void	dns_init(void);
 void	dns_route_request(struct ipc_msg *);
+void	dns_ptr_request(struct ipc_msg *);
 void	smtp_session_imsg(struct ipc_msg *, enum smtpd_role from);
 
 /*
