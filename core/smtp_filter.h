@@ -7,7 +7,8 @@
 
 struct evbuffer;
 
-void	smtp_filter_begin(uint64_t sid, const char *chain, int fd,
+void	smtp_filter_begin(uint64_t sid, const char *chain,
+	    const struct sockaddr_storage *self,
 	    const struct sockaddr_storage *peer, const char *hostname);
 void	smtp_filter_report(uint64_t sid, enum filter_event, size_t n, ...);
 void	smtp_filter_phase(uint64_t sid, enum fphase, const char *param);
