@@ -4,8 +4,9 @@
  * The smtp role never sees a password hash: it sends the credentials to
  * the lookup role, which checks them against the listener's `auth <t>`
  * credentials table, or hands them to the parent for the system's users
- * (only root can read /etc/shadow).  The answer is ok, refused or
- * temporary (a table or the system could not tell).
+ * (auth_system.c: PAM or /etc/shadow, which only root can use).  The
+ * answer is ok, refused or temporary (a table or the system could not
+ * tell).
  *
  * Hashes are crypt(3) strings (password.c).  Passwords are wiped from
  * memory as soon as they are checked.
@@ -14,8 +15,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <pwd.h>
-#include <shadow.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,61 +23,6 @@
 #include "smtpd.h"
 
 #define CRED_MAX	1024		/* a credentials table value */
-
-/* ------------------------------------------------------- system users */
-
-/* As root: /etc/shadow; otherwise only a hash in passwd can be checked. */
-static uint32_t
-system_check(const char *user, const char *pass)
-{
-	const struct spwd	*sp;
-	const struct passwd	*pw;
-	const char		*hash;
-	int			 r;
-
-	errno = 0;
-	if ((pw = getpwnam(user)) == NULL)
-		return errno == 0 || errno == ENOENT ? LKA_REJECT :
-		    LKA_TEMPFAIL;
-	hash = pw->pw_passwd;
-	if (strcmp(hash, "x") == 0) {
-		errno = 0;
-		if ((sp = getspnam(user)) == NULL) {
-			log_warnx("auth: no shadow entry for %s%s", user,
-			    geteuid() != 0 ? " (not root: cannot read the"
-			    " shadow file)" : "");
-			return LKA_TEMPFAIL;
-		}
-		hash = sp->sp_pwdp;
-	}
-	if ((r = password_check(pass, hash)) == -1) {
-		log_warnx("auth: the password hash of %s is of an unknown"
-		    " scheme", user);
-		return LKA_TEMPFAIL;
-	}
-	return r ? LKA_OK : LKA_REJECT;
-}
-
-/* Parent: IMSG_AUTH_SYSTEM from lookup: id, user, password. */
-void
-auth_system(struct ipc_msg *m)
-{
-	struct ipc_out	*o;
-	uint64_t	 id = ipc_get_u64(m);
-	const char	*user = ipc_get_str(m);
-	const char	*pass = ipc_get_str(m);
-	uint32_t	 status;
-
-	ipc_get_end(m);
-	if (user == NULL || pass == NULL)
-		fatalx("auth: missing credentials");
-	status = system_check(user, pass);
-	explicit_bzero((void *)(uintptr_t)pass, strlen(pass));
-	o = ipc_begin(env.peer[ROLE_LOOKUP], IMSG_AUTH_SYSTEM_RESULT);
-	ipc_put_u64(o, id);
-	ipc_put_u32(o, status);
-	ipc_end(o, -1);
-}
 
 /* ------------------------------------------------------- lookup side */
 

@@ -167,26 +167,6 @@ unavailable(struct unavail *u, const char *file, int line, const char *msg)
 }
 
 static void
-unavailable_listen(struct unavail *u, const struct listen_conf *lc)
-{
-	static const struct {
-		uint32_t	 flag;
-		const char	*name;
-	} flags[] = {
-		{ LO_PROXY_V2, "the PROXY protocol (listen on ... proxy-v2)" },
-		{ LO_MASQUERADE, "sender masquerading (senders ... masquerade)" },
-	};
-	size_t	 i;
-
-	for (i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
-		if (lc->flags & flags[i].flag)
-			unavailable(u, lc->file, lc->line, flags[i].name);
-	if (lc->hostnames != NULL)
-		unavailable(u, lc->file, lc->line,
-		    "per-address names (listen on ... hostnames)");
-}
-
-static void
 unavailable_action(struct unavail *u, const struct action *a)
 {
 	if (a->method != A_RELAY)
@@ -206,15 +186,10 @@ config_unavailable(const struct config *conf,
     void (*report)(const char *, void *), void *arg)
 {
 	struct unavail		 u = { report, arg, 0 };
-	const struct listen_conf *lc;
 	const struct action	*a;
 	const struct filter	*f;
 	char			 msg[512];
 
-	TAILQ_FOREACH(lc, &conf->listen_confs, entry)
-		unavailable_listen(&u, lc);
-	if (conf->socket_listener != NULL && conf->socket_listener->filter)
-		unavailable_listen(&u, conf->socket_listener);
 	TAILQ_FOREACH(a, &conf->actions, entry)
 		unavailable_action(&u, a);
 	/* proc and proc-exec filters run (filter.c); built-in ones not yet. */
@@ -401,6 +376,7 @@ config_free(struct config *conf)
 	free(conf->admd);
 	free(conf->smtp_ciphers);
 	free(conf->filter_protocol);
+	free(conf->pam_service);
 	free(conf->queue_key);
 	free(conf->srs_key);
 	free(conf->srs_key_backup);

@@ -208,6 +208,11 @@ print_smtp(struct printer *p, const struct config *conf)
 		put_str(p->fp, conf->smtp_ciphers);
 		fputc('\n', p->fp);
 	}
+	if (conf->pam_service != NULL) {
+		fputs("smtp pam-service ", line(p));
+		put_str(p->fp, conf->pam_service);
+		fputc('\n', p->fp);
+	}
 }
 
 static void

@@ -1361,10 +1361,14 @@ parse_smtp(struct parser *p)
 		cf_take(p);
 		rc = cf_duration(p, "filter-timeout",
 		    &p->conf->filter_timeout);
+	} else if (cf_is_kw(t, "pam-service")) {
+		cf_take(p);
+		rc = cf_string_opt(p, "pam-service", "a PAM service name",
+		    &p->conf->pam_service);
 	} else
 		return cf_unexpected(p, t, "\"max-message-size\", \"limit\", "
-		    "\"ciphers\", \"sub-addr-delim\", \"filter-protocol\" or "
-		    "\"filter-timeout\"");
+		    "\"ciphers\", \"sub-addr-delim\", \"filter-protocol\", "
+		    "\"filter-timeout\" or \"pam-service\"");
 	return rc == -1 ? -1 : cf_eol(p);
 }
 
@@ -1785,13 +1789,10 @@ listen_pki(struct parser *p, struct listen_conf *lc)
 	return 0;
 }
 
+/* Both may be given: hostname is the name for addresses hostnames lacks. */
 static int
 listen_hostnames(struct parser *p, struct listen_conf *lc, const char *opt)
 {
-	if ((lc->hostname && strcmp(opt, "hostnames") == 0) ||
-	    (lc->hostnames && strcmp(opt, "hostname") == 0))
-		return cf_err(p, cf_line(p), "hostname and hostnames are "
-		    "mutually exclusive");
 	if (strcmp(opt, "hostname") == 0)
 		return listen_string(p, opt, "a host name", &lc->hostname,
 		    CONF_MAX_HOSTNAME);

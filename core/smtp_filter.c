@@ -42,22 +42,19 @@ addr_port(const struct sockaddr_storage *ss, socklen_t len, char *buf,
 		msd_strlcpy(buf, "unknown", size);
 }
 
+/* self and peer: the session's addresses, as a PROXY header gave them. */
 void
-smtp_filter_begin(uint64_t sid, const char *chain, int fd,
-    const struct sockaddr_storage *peer, const char *name, int fcrdns_ok)
+smtp_filter_begin(uint64_t sid, const char *chain,
+    const struct sockaddr_storage *self, const struct sockaddr_storage *peer,
+    const char *name, int fcrdns_ok)
 {
-	struct sockaddr_storage	 self;
-	socklen_t		 len = sizeof(self);
 	struct ipc_out		*o;
 	char			 src[NI_MAXHOST + 16], dest[NI_MAXHOST + 16];
 	char			 conn[NI_MAXHOST + 300];
 	const char		*rdns, *fcrdns;
 	int			 local = peer->ss_family == AF_UNIX;
 
-	memset(&self, 0, sizeof(self));
-	if (getsockname(fd, (struct sockaddr *)&self, &len) == -1)
-		self.ss_family = AF_UNSPEC;
-	addr_port(&self, len, dest, sizeof(dest));
+	addr_port(self, sizeof(*self), dest, sizeof(dest));
 	if (local)
 		msd_strlcpy(src, dest, sizeof(src));
 	else

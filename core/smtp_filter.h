@@ -7,8 +7,12 @@
 
 struct evbuffer;
 
-/* name: the client's reverse name (NULL: none); fcrdns: it resolves back */
-void	smtp_filter_begin(uint64_t sid, const char *chain, int fd,
+/*
+ * self and peer: the session's addresses (as a PROXY header gave them);
+ * name: the client's reverse name (NULL: none); fcrdns: it resolves back.
+ */
+void	smtp_filter_begin(uint64_t sid, const char *chain,
+	    const struct sockaddr_storage *self,
 	    const struct sockaddr_storage *peer, const char *name, int fcrdns);
 void	smtp_filter_report(uint64_t sid, enum filter_event, size_t n, ...);
 void	smtp_filter_phase(uint64_t sid, enum fphase, const char *param);

@@ -58,6 +58,7 @@ enum smtp_wait {
 	W_AUTH,			/* credentials checked, or the 535 delay */
 	W_SENDERS,		/* MAIL FROM against `senders <t>` */
 	W_DNS,			/* the client's name, before the banner */
+	W_HOSTNAME,		/* the server name from `hostnames <t>` */
 };
 
 /* Where an AUTH exchange stands: the next line is a response. */
@@ -90,14 +91,15 @@ struct smtp_session {
 	struct smtp_session	*hnext;		/* id hash chain */
 	struct bufferevent	*bev;
 	const struct listener	*listener;
-	struct sockaddr_storage	 ss;
+	struct sockaddr_storage	 ss;		/* the client (as proxied) */
+	struct sockaddr_storage	 self;		/* the address it reached */
+	int			 proxying;	/* PROXY header not read yet */
+	char			 servername[256];	/* from `hostnames` */
 	int			 local;		/* on the submission socket */
 	char			 src[INET6_ADDRSTRLEN];
 	char			 helo[256];
 	char			 rdns[256];	/* the client's name, or "" */
 	int			 fcrdns;	/* rdns resolves back to it */
-	int			 rdns_done;	/* the banner may go */
-	int			 start_wanted;	/* ... and is waiting for it */
 	int			 esmtp;
 	enum smtp_state		 state;
 	enum smtp_wait		 wait;
@@ -108,7 +110,6 @@ struct smtp_session {
 	int			 verified;	/* ... and a verified client cert */
 	struct event		*timeout;
 	size_t			 nmails;
-	int			 sockfd;	/* the client's, for filters */
 	/* AUTH */
 	enum smtp_auth_step	 auth_step;
 	char			 auth_user[SMTPD_MAXADDR];	/* tried or done */
@@ -133,6 +134,10 @@ struct smtp_session {
 	int			 data_errno;	/* why writing failed */
 	int			 in_headers;
 	int			 nreceived;
+	/* senders <t> masquerade: a From: header being gathered */
+	int			 masquerade;
+	char			*mqhdr;
+	size_t			 mqlen;
 	/* proc filters; all zero when the listener has none */
 	int			 filtered;
 	int			 fjunk;		/* the session is junk */
@@ -166,6 +171,7 @@ static int	smtp_fdata_begin(struct smtp_session *, const char *);
 static void	message_create(struct smtp_session *);
 static void	smtp_dispatch(struct smtp_session *, char *, char *);
 static void	smtp_filter_answer(struct smtp_session *, struct ipc_msg *);
+static void	smtp_named(struct smtp_session *);
 static void	smtp_fdata_line(struct smtp_session *, const char *, size_t);
 static void	cmd_starttls(struct smtp_session *, char *);
 
@@ -204,6 +210,8 @@ session_unlink(struct smtp_session *s)
 static const char *
 smtp_name(struct smtp_session *s)
 {
+	if (s->servername[0] != '\0')
+		return s->servername;
 	if (s->listener->lc->hostname)
 		return s->listener->lc->hostname;
 	return env.conf->hostname;
@@ -294,6 +302,9 @@ smtp_tx_reset(struct smtp_session *s)
 	s->datalen = 0;
 	s->dataflags = 0;
 	s->nreceived = 0;
+	free(s->mqhdr);
+	s->mqhdr = NULL;
+	s->mqlen = 0;
 	if (s->state > S_HELO && s->state != S_QUIT)
 		s->state = S_HELO;
 }
@@ -787,6 +798,8 @@ data_begin(struct smtp_session *s)
 	s->dataflags = 0;
 	s->in_headers = 1;
 	s->nreceived = 0;
+	s->masquerade = (s->listener->lc->flags & LO_MASQUERADE) &&
+	    s->authenticated && s->sender[0] != '\0';
 	smtp_reply(s, "354 Enter mail, end with \".\" on a line by itself");
 }
 
@@ -842,6 +855,73 @@ create_result(struct smtp_session *s, struct ipc_msg *m)
 	}
 }
 
+/* One line into the message file, LF-terminated. */
+static void
+data_write(struct smtp_session *s, const char *line, size_t len)
+{
+	if (s->dataflags)
+		return;
+	if (fwrite(line, 1, len, s->ofile) != len ||
+	    putc('\n', s->ofile) == EOF) {
+		s->dataflags |= DATA_IOERR;
+		s->data_errno = errno;
+	}
+}
+
+/* A gathered From: header goes out, rewritten when it can be. */
+static void
+masquerade_flush(struct smtp_session *s)
+{
+	char	*out;
+	size_t	 outlen;
+
+	if (s->mqhdr == NULL)
+		return;
+	if ((out = masquerade_from(s->mqhdr, s->mqlen, s->sender,
+	    &outlen)) != NULL) {
+		log_debug("%016" PRIx64 " smtp masquerade msgid=%08" PRIx32
+		    " from=<%s>", s->id, s->msgid, s->sender);
+		data_write(s, out, outlen);
+		free(out);
+	} else
+		data_write(s, s->mqhdr, s->mqlen);
+	free(s->mqhdr);
+	s->mqhdr = NULL;
+	s->mqlen = 0;
+}
+
+/*
+ * A header line of a masqueraded message: a From: header is held with
+ * its folded lines until the next header shows where it ends.  1 when
+ * the line was taken.  A header too long to hold goes out unchanged.
+ */
+static int
+masquerade_line(struct smtp_session *s, const char *line, size_t len)
+{
+	int	 folded = len > 0 && (line[0] == ' ' || line[0] == '\t');
+
+	if (folded && s->mqhdr != NULL) {
+		if (s->mqlen + 1 + len > SMTPD_MAXLINESIZE) {
+			data_write(s, s->mqhdr, s->mqlen);
+			free(s->mqhdr);
+			s->mqhdr = NULL;
+			s->mqlen = 0;
+			return 0;
+		}
+		s->mqhdr = xreallocarray(s->mqhdr, s->mqlen + 1 + len + 1, 1);
+		s->mqhdr[s->mqlen++] = '\n';
+		memcpy(s->mqhdr + s->mqlen, line, len);
+		s->mqlen += len;
+		return 1;
+	}
+	masquerade_flush(s);
+	if (folded || !masquerade_is_from(line, len))
+		return 0;
+	s->mqhdr = xstrndup(line, len);
+	s->mqlen = len;
+	return 1;
+}
+
 static void
 data_line(struct smtp_session *s, char *line, size_t len)
 {
@@ -853,19 +933,15 @@ data_line(struct smtp_session *s, char *line, size_t len)
 	if (s->datalen > env.conf->max_message_size)
 		s->dataflags |= DATA_TOO_BIG;
 	if (s->in_headers) {
+		if (s->masquerade && masquerade_line(s, line, len))
+			return;
 		if (len == 0)
 			s->in_headers = 0;
 		else if (strncasecmp(line, "Received:", 9) == 0 &&
 		    ++s->nreceived >= MAX_RECEIVED)
 			s->dataflags |= DATA_LOOP;
 	}
-	if (s->dataflags)
-		return;
-	if (fwrite(line, 1, len, s->ofile) != len ||
-	    putc('\n', s->ofile) == EOF) {
-		s->dataflags |= DATA_IOERR;
-		s->data_errno = errno;
-	}
+	data_write(s, line, len);
 }
 
 static char *
@@ -902,6 +978,7 @@ data_end(struct smtp_session *s)
 	size_t		 i;
 	int		 err;
 
+	masquerade_flush(s);		/* a message of headers alone */
 	errno = 0;
 	err = fflush(s->ofile) == EOF || ferror(s->ofile);
 	if (fclose(s->ofile) == EOF)
@@ -1419,11 +1496,18 @@ smtp_process_input(struct smtp_session *s)
 	}
 }
 
+static void	proxy_input(struct smtp_session *);
+static void	proxy_failed(struct smtp_session *, const char *);
+
 static void
 smtp_on_read(struct bufferevent *bev, void *arg)
 {
 	struct smtp_session *s = arg;
 
+	if (s->proxying) {
+		proxy_input(s);
+		return;
+	}
 	smtp_touch(s);
 	smtp_process_input(s);
 }
@@ -1474,6 +1558,11 @@ smtp_on_event(struct bufferevent *bev, short what, void *arg)
 		smtp_free(s, "io-error");
 		return;
 	}
+	if (s->proxying) {
+		proxy_failed(s, (what & BEV_EVENT_EOF) ? "connection closed"
+		    " before the header" : "socket error before the header");
+		return;
+	}
 	if (s->tls != NULL && (!s->secure || smtp_tls_error(s->tls))) {
 		if ((e = smtp_tls_error(s->tls)) == NULL)
 			e = (what & BEV_EVENT_EOF) ? "connection closed during"
@@ -1490,6 +1579,10 @@ smtp_on_timeout(evutil_socket_t fd, short ev, void *arg)
 {
 	struct smtp_session *s = arg;
 
+	if (s->proxying) {
+		proxy_failed(s, "no header in time");
+		return;
+	}
 	if (s->wait != W_NONE) {
 		smtp_touch(s);		/* another role is working on it */
 		return;
@@ -1572,11 +1665,6 @@ smtp_start(struct smtp_session *s)
 {
 	const struct listen_conf *lc = s->listener->lc;
 
-	/* The client's name first: filters and the Received header use it. */
-	if (!s->rdns_done) {
-		s->start_wanted = 1;
-		return;
-	}
 	if (lc->filter == NULL) {
 		smtp_banner(s);
 		return;
@@ -1584,7 +1672,7 @@ smtp_start(struct smtp_session *s)
 	s->filtered = 1;
 	s->fphase = FPH_CONNECT;
 	s->wait = W_FILTER;
-	smtp_filter_begin(s->id, lc->filter, s->sockfd, &s->ss,
+	smtp_filter_begin(s->id, lc->filter, &s->self, &s->ss,
 	    s->local ? smtp_name(s) : s->rdns[0] ? s->rdns : NULL,
 	    s->local || s->fcrdns);
 }
@@ -1595,7 +1683,7 @@ rdns_ask(struct smtp_session *s)
 	struct ipc_out	*o;
 
 	if (s->local) {
-		s->rdns_done = 1;
+		smtp_named(s);
 		return;
 	}
 	o = ipc_begin(env.peer[ROLE_LOOKUP], IMSG_DNS_PTR);
@@ -1614,14 +1702,10 @@ rdns_result(struct smtp_session *s, struct ipc_msg *m)
 	ipc_get_end(m);
 	if (name != NULL)
 		msd_strlcpy(s->rdns, name, sizeof(s->rdns));
-	s->rdns_done = 1;
 	log_info("%016" PRIx64 " smtp resolved address=%s host=%s fcrdns=%s",
 	    s->id, s->src, s->rdns[0] ? s->rdns : "<unknown>",
 	    s->fcrdns ? "pass" : "fail");
-	if (s->start_wanted) {
-		s->start_wanted = 0;
-		smtp_start(s);
-	}
+	smtp_named(s);
 }
 
 /* From smtp_tls.c, inside the filter: must not free the session. */
@@ -1702,6 +1786,131 @@ cmd_starttls(struct smtp_session *s, char *arg)
 	smtp_bev_setup(s);
 }
 
+/*
+ * SMTPS: TLS from the first byte, the banner waits for the handshake;
+ * otherwise the banner (or the filters' connect phase).
+ */
+static void
+smtp_greet(struct smtp_session *s)
+{
+	const struct listen_conf *lc = s->listener->lc;
+	struct bufferevent	*raw = s->bev, *bev;
+
+	if (!(lc->flags & LO_SMTPS)) {
+		smtp_start(s);
+		return;
+	}
+	if ((bev = smtp_tls_wrap(raw, lc, smtp_tls_ready, s, &s->tls)) ==
+	    NULL) {
+		smtp_free(s, "tls-error");
+		return;
+	}
+	s->bev = bev;
+	smtp_bev_setup(s);
+	/* The ClientHello may have come in with the PROXY header. */
+	if (evbuffer_get_length(bufferevent_get_input(raw)) > 0)
+		bufferevent_trigger(raw, EV_READ, BEV_TRIG_IGNORE_WATERMARKS |
+		    BEV_TRIG_DEFER_CALLBACKS);
+}
+
+/* The client is known: log it, then find our name for it. */
+static void
+smtp_connected(struct smtp_session *s)
+{
+	smtp_touch(s);
+	log_info("%016" PRIx64 " smtp connected address=%s host=<unknown>",
+	    s->id, s->src);
+	rdns_ask(s);
+}
+
+/* The client's name is known: now ours, from `hostnames`, if asked. */
+static void
+smtp_named(struct smtp_session *s)
+{
+	const struct listen_conf *lc = s->listener->lc;
+	struct ipc_out		*o;
+
+	if (lc->hostnames == NULL || (s->self.ss_family != AF_INET &&
+	    s->self.ss_family != AF_INET6)) {
+		smtp_greet(s);
+		return;
+	}
+	o = ipc_begin(env.peer[ROLE_LOOKUP], IMSG_LKA_HOSTNAME);
+	ipc_put_u64(o, s->id);
+	ipc_put_str(o, lc->hostnames->name);
+	ipc_put_str(o, ss_to_text(&s->self));
+	ipc_end(o, -1);
+	s->wait = W_HOSTNAME;
+}
+
+static void
+hostname_result(struct smtp_session *s, struct ipc_msg *m)
+{
+	uint32_t	 status = ipc_get_u32(m);
+	const char	*name = ipc_get_str(m);
+
+	ipc_get_end(m);
+	if (status == LKA_OK && name != NULL)
+		msd_strlcpy(s->servername, name, sizeof(s->servername));
+	else if (status == LKA_TEMPFAIL)
+		log_warnx("%016" PRIx64 " smtp table %s did not answer for %s:"
+		    " using the default server name", s->id,
+		    s->listener->lc->hostnames->name, ss_to_text(&s->self));
+	smtp_greet(s);
+}
+
+/*
+ * `proxy-v2`: the first bytes are HAProxy's PROXY v2 header; the session
+ * takes the client and local addresses it names.  A bad or missing
+ * header ends the session with one line, as a TLS failure does.
+ */
+static void
+proxy_failed(struct smtp_session *s, const char *why)
+{
+	char	 reason[256];
+
+	snprintf(reason, sizeof(reason), "proxy-error address=%s"
+	    " error=\"%s\"", s->src, why);
+	smtp_free(s, reason);
+}
+
+static void
+proxy_input(struct smtp_session *s)
+{
+	struct evbuffer		*in = bufferevent_get_input(s->bev);
+	struct proxy_info	 pi;
+	char			 err[128], src[INET6_ADDRSTRLEN + 8];
+	size_t			 len = evbuffer_get_length(in);
+	int			 n;
+
+	if (len == 0)
+		return;
+	if (len > PROXY_HDR_MAX)
+		len = PROXY_HDR_MAX;
+	n = proxy_v2_parse(evbuffer_pullup(in, len), len, &pi, err,
+	    sizeof(err));
+	if (n == 0)
+		return;
+	if (n < 0) {
+		proxy_failed(s, err);
+		return;
+	}
+	evbuffer_drain(in, n);
+	s->proxying = 0;
+	if (pi.local) {
+		log_info("%016" PRIx64 " smtp proxy-v2 address=%s command=LOCAL",
+		    s->id, s->src);
+	} else {
+		s->ss = pi.src;
+		s->self = pi.dst;
+		msd_strlcpy(src, ss_to_text(&s->ss), sizeof(src));
+		log_info("%016" PRIx64 " smtp proxy-v2 address=%s source=%s"
+		    " destination=%s", s->id, s->src, src, ss_to_text(&s->self));
+		msd_strlcpy(s->src, src, sizeof(s->src));
+	}
+	smtp_connected(s);
+}
+
 void
 smtp_session_accept(int fd, const struct listener *l)
 {
@@ -1709,7 +1918,8 @@ smtp_session_accept(int fd, const struct listener *l)
 	struct sockaddr_storage	 ss;
 	struct bufferevent	*raw;
 	socklen_t		 sslen = sizeof(ss);
-	int			 one = 1, smtps = l->lc->flags & LO_SMTPS;
+	struct timeval		 tv = { PROXY_TIMEOUT, 0 };
+	int			 one = 1;
 
 	if (getpeername(fd, (struct sockaddr *)&ss, &sslen) == -1) {
 		close(fd);
@@ -1724,16 +1934,12 @@ smtp_session_accept(int fd, const struct listener *l)
 		fatalx("smtp: bufferevent_socket_new");
 	s = xcalloc(1, sizeof(*s));
 	s->bev = raw;
-	/* SMTPS: TLS from the first byte; the banner waits for it. */
-	if (smtps && (s->bev = smtp_tls_wrap(raw, l->lc, smtp_tls_ready, s,
-	    &s->tls)) == NULL) {
-		bufferevent_free(raw);
-		free(s);
-		return;
-	}
 	s->id = ((uint64_t)msd_random() << 32) | ++next_session_id;
 	s->listener = l;
 	s->ss = ss;
+	sslen = sizeof(s->self);
+	if (getsockname(fd, (struct sockaddr *)&s->self, &sslen) == -1)
+		s->self.ss_family = AF_UNSPEC;
 	s->local = ss.ss_family == AF_UNIX;
 	s->msgfd = -1;
 	msd_strlcpy(s->src, ss_to_text(&ss), sizeof(s->src));
@@ -1745,13 +1951,13 @@ smtp_session_accept(int fd, const struct listener *l)
 	sessions[s->id % SESSION_HASH] = s;
 	nsessions++;
 	smtp_bev_setup(s);
-	smtp_touch(s);
-	log_info("%016" PRIx64 " smtp connected address=%s host=<unknown>",
-	    s->id, s->src);
-	s->sockfd = fd;
-	rdns_ask(s);
-	if (!smtps)
-		smtp_start(s);
+	if (l->lc->flags & LO_PROXY_V2) {
+		/* No more than this to send the header, however slowly. */
+		s->proxying = 1;
+		evtimer_add(s->timeout, &tv);
+		return;
+	}
+	smtp_connected(s);
 }
 
 /* Answers from lookup and queue, keyed by session id. */
@@ -1800,6 +2006,11 @@ smtp_session_imsg(struct ipc_msg *m, enum smtpd_role from)
 		if (was != W_LOOKUP)
 			fatalx("smtp: unexpected lookup answer");
 		rcpt_result(s, m);
+		break;
+	case IMSG_LKA_HOSTNAME_RESULT:
+		if (was != W_HOSTNAME)
+			fatalx("smtp: unexpected hostname answer");
+		hostname_result(s, m);
 		break;
 	case IMSG_AUTH_RESULT:
 		if (was == W_SENDERS)

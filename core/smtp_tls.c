@@ -71,8 +71,9 @@ tls_file_free(struct tls_file *f)
 
 /*
  * Reads path into f; -1 with *why set to a short reason.  A key file must
- * belong to root (or to the user running an unprivileged daemon) and be
- * closed to group and others, as OpenSMTPD demands.
+ * belong to root (or to the user running an unprivileged daemon), give
+ * others no access and its group no write access: 0600, or 0640 with a
+ * group such as Debian's ssl-cert that lets other servers share the key.
  */
 static int
 tls_file_read(const char *path, int is_key, struct tls_file *f,
@@ -101,10 +102,11 @@ tls_file_read(const char *path, int is_key, struct tls_file *f,
 		return -1;
 	}
 	if (is_key && ((sb.st_uid != 0 && sb.st_uid != geteuid()) ||
-	    (sb.st_mode & (S_IRWXG | S_IRWXO)))) {
+	    (sb.st_mode & (S_IWGRP | S_IRWXO)))) {
 		snprintf(why, whylen, "insecure owner or permissions (uid %u,"
-		    " mode %04o): a key file must belong to root and be closed"
-		    " to group and others (chmod 600)", (unsigned)sb.st_uid,
+		    " mode %04o): a key file must belong to root, give others"
+		    " no access and its group no write access (chmod 600 or"
+		    " 640)", (unsigned)sb.st_uid,
 		    (unsigned)(sb.st_mode & 07777));
 		close(fd);
 		return -1;

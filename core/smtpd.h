@@ -409,6 +409,7 @@ struct config {
 	size_t			 max_mails;
 	size_t			 max_auth_failures;
 	char			*smtp_ciphers;
+	char			*pam_service;	/* NULL: "smtpd" */
 	char			 subaddr_delim;
 	/* proc filters: smtp filter-protocol / filter-timeout */
 	char			*filter_protocol;	/* NULL: "0.6" */
@@ -712,6 +713,9 @@ enum ipc_type {
 	IMSG_AUTH_SYSTEM_RESULT,	/* id, LKA_* */
 	IMSG_AUTH_SENDERS,		/* smtp -> lookup: reqid, table, user,
 					   sender; answered by IMSG_AUTH_RESULT */
+	IMSG_LKA_HOSTNAME,		/* smtp -> lookup: reqid, table,
+					   local address (`hostnames <t>`) */
+	IMSG_LKA_HOSTNAME_RESULT,	/* reqid, LKA_*, name or NULL */
 	/* smtp -> queue -> smtp */
 	IMSG_QUEUE_CREATE,		/* reqid */
 	IMSG_QUEUE_CREATE_RESULT,	/* reqid, status, msgid [+fd] */
@@ -1066,6 +1070,26 @@ void	 auth_senders(struct ipc_msg *);
 void	 auth_request(struct ipc_msg *);
 void	 auth_system(struct ipc_msg *);
 void	 auth_system_result(struct ipc_msg *);
+
+/* proxy.c: the PROXY protocol v2 header of `proxy-v2` listeners. */
+#define PROXY_TIMEOUT	10		/* seconds to send the header */
+#define PROXY_HDR_MAX	(16 + 65535)	/* the longest header */
+struct proxy_info {
+	int			 local;		/* LOCAL: the real addresses */
+	struct sockaddr_storage	 src;		/* the client */
+	struct sockaddr_storage	 dst;		/* what it connected to */
+};
+int	 proxy_v2_parse(const uint8_t *buf, size_t len, struct proxy_info *,
+	    char *err, size_t errlen);
+
+/*
+ * masquerade.c: `senders <t> masquerade`.  hdr is one From: header, its
+ * lines joined by "\n"; the header with every address replaced by addr
+ * (malloc'd, *outlen bytes), or NULL to keep it as it is.
+ */
+char	*masquerade_from(const char *hdr, size_t len, const char *addr,
+	    size_t *outlen);
+int	 masquerade_is_from(const char *line, size_t len);
 
 /* password.c: 1 match, 0 no match or locked, -1 unknown hash scheme. */
 int	 password_check(const char *pass, const char *hash);

@@ -4,9 +4,10 @@ listener with `auth <creds>` (bcrypt from `smtpctl encrypt`, SHA-512
 from crypt(3)); AUTH only offered inside TLS; a wrong password gets 535
 5.7.8 and no transaction, no AUTH gets 530; the session closes after
 `smtp limit max-auth-failures`; `from auth <t>` rules; passwords never
-reach the log.  As root: Debian's opensmtpd-extras table-passwd serves
-the credentials (a proc table), and `auth` without a table checks the
-system's users in /etc/shadow."""
+reach the log; `senders <t> masquerade` rewrites From:.  As root:
+Debian's opensmtpd-extras table-passwd serves the credentials (a proc
+table), and `auth` without a table checks the system's users (through
+a PAM service the test writes, when the build has PAM)."""
 
 import base64
 import os
@@ -220,6 +221,57 @@ def test_senders():
         d.stop()
 
 
+MASQ_HEAD = (b'Subject: masquerade\nX-From: <x@forged.example>\n'
+             b'Date: Sun, 22 Nov 2026 10:00:00 +0000\nMessage-ID: <masq.%d@client.test>\n')
+MASQ_BODY = b"\nFrom: <body@forged.example> stays\n.leading dot\nlast line\n"
+MASQ_CASES = [
+    # (From: header as sent, as delivered)
+    (b'From: "Alice Example" (work) <someone@forged.example>',
+     b'From: "Alice Example" (work) <alice@alice.example>'),
+    (b"From: =?utf-8?q?Alice_Example?=\n\t<folded@forged.example> (folded)",
+     b"From: =?utf-8?q?Alice_Example?=\n\t<alice@alice.example> (folded)"),
+    (b"from:bare@forged.example (Bare)", b"from:alice@alice.example (Bare)"),
+    (b'FROM: "a, b" <x@forged.example>,\n c@forged.example',
+     b'FROM: "a, b" <alice@alice.example>,\n alice@alice.example'),
+    # a group is not rewritten (nothing to guess at)
+    (b"From: friends: x@forged.example;", b"From: friends: x@forged.example;"),
+]
+
+
+def test_senders_masquerade():
+    """`senders <t> masquerade`: the From: header (folded, with comments, several
+    addresses) names the MAIL FROM sender; everything else arrives byte for byte"""
+    config = CONFIG.replace("auth <creds>", "auth <creds> senders <mailfrom> masquerade").replace(
+        "table staff", "table mailfrom file:@TMP@/senders\ntable staff")
+    d = h.Daemon("auth-masq", config.replace("@CERTS@", t.certs()))
+    with open(os.path.join(d.tmp, "senders"), "w") as f:
+        f.write("alice @alice.example\n")
+    with open(os.path.join(d.tmp, "creds"), "w") as f:
+        f.write("alice %s\n" % hash_bcrypt(PASSWORDS["alice"]))
+    d.start()
+    try:
+        s = session(d)
+        s.login("alice", PASSWORDS["alice"])
+        sent = []
+        for i, (hdr, want) in enumerate(MASQ_CASES):
+            head = MASQ_HEAD % i
+            data = head[:20] + hdr + b"\n" + head[20:] + MASQ_BODY
+            s.sendmail("alice@alice.example", ["rcpt@example.org"],
+                       data.replace(b"\n", b"\r\n"))
+            sent.append((data, data.replace(hdr, want, 1)))
+        s.quit()
+        d.wait_delivered(len(sent))
+        got = {}
+        for m in d.read_messages():
+            rest = h.split_received(m)[1]
+            got[re.search(rb"Message-ID: <masq\.(\d+)@", rest).group(1)] = rest
+        for i, (data, want) in enumerate(sent):
+            assert got[str(i).encode()] == want, "case %d:\nsent      %r\nexpected  %r\ndelivered %r" % (
+                i, data, want, got[str(i).encode()])
+    finally:
+        d.stop()
+
+
 def test_table_passwd_credentials():
     """Debian's table-passwd (opensmtpd-extras, imsg protocol) serves the
     credentials of a submission listener"""
@@ -252,14 +304,28 @@ def test_table_passwd_credentials():
         d.stop()
 
 
-def test_system_users():
-    """`auth` without a table: the system's users, /etc/shadow (root only)"""
-    if not h.IS_ROOT:
-        print("skip: reading /etc/shadow needs root")
-        return
+def built_with_pam():
+    try:
+        with open(os.path.join(h.BUILDDIR, "config.h")) as f:
+            return re.search(r"^#define HAVE_PAM 1$", f.read(), re.M) is not None
+    except OSError:
+        return False
+
+
+def set_system_password(password):
     user = h.ensure_test_user().pw_name
-    subprocess.run(["chpasswd", "-c", "SHA512"], input=("%s:sys pw 1\n" % user).encode(),
+    subprocess.run(["chpasswd", "-c", "SHA512"], input=("%s:%s\n" % (user, password)).encode(),
                    check=True)
+    return user
+
+
+def test_system_users():
+    """`auth` without a table: the system's users (PAM's default service when
+    built with PAM, else /etc/shadow; root only)"""
+    if not h.IS_ROOT:
+        print("skip: checking system passwords needs root")
+        return
+    user = set_system_password("sys pw 1")
     d = start(CONFIG.replace("auth <creds>", "auth"))
     try:
         s = session(d)
@@ -270,8 +336,52 @@ def test_system_users():
         d.stop()
 
 
+PAM_UNIX = "auth required pam_unix.so\naccount required pam_unix.so\n"
+PAM_DENY = "auth required pam_deny.so\naccount required pam_unix.so\n"
+
+
+def test_pam_service():
+    """`smtp pam-service`: a PAM service of the test's own (pam_unix)
+    authenticates a system user, a wrong password gets 535; the same
+    password through a pam_deny service is refused, so PAM decides"""
+    if not h.IS_ROOT:
+        print("skip: PAM's pam_unix checks other users' passwords only as root")
+        return
+    if not built_with_pam():
+        print("skip: this build has no PAM (configure did not find libpam0g-dev)")
+        return
+    user = set_system_password("pam pw 2")
+    service = "msdtest-%d" % os.getpid()
+    path = os.path.join("/etc/pam.d", service)
+    try:
+        with open(path, "w") as f:
+            f.write(PAM_UNIX)
+        d = start(CONFIG.replace("auth <creds>", "auth") +
+                  'smtp pam-service "%s"\n' % service)
+        s = session(d)
+        code, text = auth(s, user, "wrong")
+        assert (code, text) == (535, b"5.7.8 Authentication failed"), (code, text)
+        assert auth(s, user, "pam pw 2")[0] == 235
+        s.sendmail(user + "@client.test", ["rcpt@example.org"], h.make_message("via PAM"))
+        s.quit()
+        d.wait_delivered(1)
+        d.stop()
+        with open(path, "w") as f:
+            f.write(PAM_DENY)
+        d = start(CONFIG.replace("auth <creds>", "auth") +
+                  'smtp pam-service "%s"\n' % service)
+        s = session(d)
+        code, _ = auth(s, user, "pam pw 2")
+        assert code == 535, "pam_deny service: the right password got %d" % code
+        s.quit()
+        d.stop()
+    finally:
+        os.unlink(path)
+
+
 if __name__ == "__main__":
     h.run_checks([test_auth_offered_only_in_tls, test_plain_login_and_refusals,
                   test_failures_close_the_session, test_from_auth_table, test_senders,
+                  test_senders_masquerade,
                   test_received_auth_mask_src,
-                  test_table_passwd_credentials, test_system_users])
+                  test_table_passwd_credentials, test_system_users, test_pam_service])

@@ -94,18 +94,19 @@ def smtpd(*args):
 
 
 def test_unavailable_refuses_start():
-    """a proxy-v2 listener parses (-n: valid) but the daemon refuses to start, naming file:line"""
+    """a relay `srs` option parses (-n: valid) but the daemon refuses to start, naming file:line"""
     tmp = tempfile.mkdtemp(prefix="msd-engine-")
     conf = os.path.join(tmp, "smtpd.conf")
     with open(conf, "w") as f:
-        f.write('# a comment\n\nlisten on 127.0.0.1 port %d proxy-v2\n' % h.free_port())
+        f.write('listen on 127.0.0.1 port %d\nsrs key "s3cret"\naction "out" relay srs\n'
+                'match from any for any action "out"\n' % h.free_port())
     p = smtpd("-n", "-f", conf)
     assert p.returncode == 0 and b"configuration OK" in p.stdout, \
         "-n on a valid file: %s %r" % (p.returncode, p.stderr)
     p = smtpd("-d", "-f", conf, "-s", os.path.join(tmp, "spool"))
     err = p.stderr.decode()
     assert p.returncode == 1, "started with an unavailable feature: %s" % err
-    assert "%s:3: the PROXY protocol (listen on ... proxy-v2) is not available yet" % conf \
+    assert "%s:3: the Sender Rewriting Scheme (srs) is not available yet" % conf \
         in err, err
 
 

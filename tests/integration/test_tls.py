@@ -527,6 +527,42 @@ def test_config_errors():
         assert want.search(start_out), "smtpd -d: expected /%s/ in:\n%s" % (want.pattern, start_out)
 
 
+def key_copy(d, name, mode, group=None):
+    path = os.path.join(d.tmp, name)
+    shutil.copy(cert("mx.key"), path)
+    if group is not None:
+        os.chown(path, -1, group)
+    os.chmod(path, mode)
+    return path
+
+
+def test_key_modes():
+    """a key file may be group-readable (0640, Debian's ssl-cert group setup); one
+    others can read or the group can write is refused with file:line"""
+    d = h.Daemon("tls-keymode")    # never started: a home for the files
+    group = None
+    if h.IS_ROOT:
+        import grp
+        try:
+            group = grp.getgrnam("ssl-cert").gr_gid
+        except KeyError:
+            group = grp.getgrnam("nogroup").gr_gid
+    base = 'pki "mx" cert "%s"\n' % cert("mx.crt")
+    listen = "listen on 127.0.0.1 port %d tls pki \"mx\"\n" % h.free_port()
+    shared = key_copy(d, "shared.key", 0o640, group)
+    rc, out, _path = d.check(base + 'pki "mx" key "%s"\n' % shared + listen)
+    assert rc == 0 and "configuration OK" in out, "0640 key refused:\n%s" % out
+    for name, mode in (("world.key", 0o604), ("groupw.key", 0o660), ("all.key", 0o644)):
+        key = key_copy(d, name, mode, group)
+        path, check_out, start_out = start_fails(d, base + 'pki "mx" key "%s"\n' % key + listen)
+        want = re.compile(r'%s:1: pki "mx": cannot read the key file "%s": insecure owner or'
+                          r' permissions \(uid \d+, mode 0%o\)' % (re.escape(path), re.escape(key),
+                                                                     mode))
+        assert want.search(check_out), "mode %o: expected /%s/ in:\n%s" % (
+            mode, want.pattern, check_out)
+        assert want.search(start_out), "mode %o: smtpd -d:\n%s" % (mode, start_out)
+
+
 def test_smtp_role_cannot_read_key():
     """as root: the smtp role serves TLS as a non-root user, chrooted, without the key file open, and cannot open it"""
     if not h.IS_ROOT:
@@ -649,6 +685,7 @@ if __name__ == "__main__":
         test_match_tls,
         test_protocols_and_ciphers,
         test_config_errors,
+        test_key_modes,
         test_smtp_role_cannot_read_key,
         test_handshake_garbage,
         test_close_notify_then_bytes,
