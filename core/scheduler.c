@@ -81,6 +81,18 @@ msgref_release(uint32_t msgid)
 		log_warnx("queue: cannot remove message %08" PRIx32, msgid);
 }
 
+void
+scheduler_hold(uint32_t msgid)
+{
+	msgref_get(msgid, 1)->count++;
+}
+
+void
+scheduler_release(uint32_t msgid)
+{
+	msgref_release(msgid);
+}
+
 static void
 kick_soon(void)
 {
@@ -233,6 +245,7 @@ envelope_retry(struct sched_ev *s, const char *text)
 	}
 	s->ev.retry++;
 	s->ev.nexttry = now + retry_delay(s->ev.retry);
+	bounce_delay(&s->ev, text);	/* may count a notice in ev */
 	if (queue_envelope_update(&s->ev) == -1)
 		log_warnx("queue: cannot update envelope %016" PRIx64,
 		    s->ev.id);
@@ -248,7 +261,12 @@ scheduler_result(uint64_t evpid, int status, const char *text)
 
 	switch (status) {
 	case DELIVERY_OK:
-		envelope_done(s);
+		if (!dsn_wants(&s->ev, DSN_NOTIFY_SUCCESS)) {
+			envelope_done(s);
+			break;
+		}
+		bounce_success(&s->ev, "delivered", text);
+		free(s);
 		break;
 	case DELIVERY_PERMFAIL:
 		log_warnx("%016" PRIx64 " queue permanent failure evpid=%016"
