@@ -152,21 +152,63 @@ status_ok(const char *s)
 	    subject, detail, &extra) == 3;
 }
 
+/*
+ * Part 1 has a section per Action, in this order; Subject names the first
+ * that occurs ("error" and "delay" are what OpenSMTPD's users know).
+ */
+static const struct {
+	const char	*action;
+	const char	*subject;
+	const char	*intro;
+} sections[] = {
+	{ "failed", "error", "An error has occurred while attempting to"
+	    " deliver a message for the following list of recipients:" },
+	{ "delayed", "delay", "Your message could not be delivered yet to"
+	    " the following recipients; delivery will be retried:" },
+	{ "delivered", "delivered", "Your message was successfully delivered"
+	    " to the following recipients:" },
+	{ "relayed", "relayed", "Your message was relayed to the following"
+	    " recipients; the next server does not send delivery"
+	    " notifications, so no further report will come:" },
+	{ "expanded", "expanded", "Your message was delivered to the"
+	    " following recipients, which expanded to further addresses:" },
+};
+#define NSECTIONS	(sizeof(sections) / sizeof(sections[0]))
+
+/*
+ * RFC 3464 2.3.3: the Action field's value; one of the sections, so that
+ * nothing else reaches the report.
+ */
+static const char *
+action_of(const struct bounce_rcpt *r)
+{
+	size_t	 i;
+
+	for (i = 0; r->action != NULL && i < NSECTIONS; i++)
+		if (strcmp(r->action, sections[i].action) == 0)
+			return sections[i].action;
+	return r->permanent ? "failed" : "delayed";
+}
+
 static const char *
 status_of(const struct bounce_rcpt *r)
 {
+	const char	*a = action_of(r);
+
 	if (status_ok(r->status))
 		return r->status;
-	return r->permanent ? "5.0.0" : "4.0.0";
+	if (strcmp(a, "failed") == 0)
+		return "5.0.0";
+	return strcmp(a, "delayed") == 0 ? "4.0.0" : "2.0.0";
 }
 
 static size_t
-count_rcpts(const struct bounce_rcpt *r, size_t n, int permanent)
+count_rcpts(const struct bounce_rcpt *r, size_t n, const char *action)
 {
 	size_t	 i, c = 0;
 
 	for (i = 0; i < n; i++)
-		if (!r[i].permanent == !permanent)
+		if (strcmp(action_of(&r[i]), action) == 0)
 			c++;
 	return c;
 }
@@ -308,7 +350,7 @@ make_boundary(const struct original *o, char *b, size_t len)
 }
 
 static void
-put_headers(FILE *out, const struct bounce_info *bi, int error,
+put_headers(FILE *out, const struct bounce_info *bi, const char *subject,
     const struct original *o, const char *boundary, time_t now)
 {
 	char	 date[64];
@@ -320,8 +362,7 @@ put_headers(FILE *out, const struct bounce_info *bi, int error,
 	fprintf(out, "From: Mail Delivery System <MAILER-DAEMON@%s>\n",
 	    host[0] != '\0' ? host : "localhost");
 	fprintf(out, "To: <%s>\n", sender);
-	fprintf(out, "Subject: Delivery status notification: %s\n",
-	    error ? "error" : "delay");
+	fprintf(out, "Subject: Delivery status notification: %s\n", subject);
 	fprintf(out, "Date: %s\n", date);
 	fprintf(out, "Message-ID: <%" PRId64 ".%08" PRIx32 ".%08" PRIx32
 	    "%08" PRIx32 "@%s>\n", (int64_t)now, bi->msgid, msd_random(),
@@ -340,13 +381,13 @@ put_headers(FILE *out, const struct bounce_info *bi, int error,
 /* "<dest>: diag", one per recipient of the kind, folded for reading. */
 static void
 put_rcpt_lines(FILE *out, const struct bounce_rcpt *r, size_t n,
-    int permanent)
+    const char *action)
 {
 	char	*dest, *diag, *line;
 	size_t	 i;
 
 	for (i = 0; i < n; i++) {
-		if (!r[i].permanent != !permanent)
+		if (strcmp(action_of(&r[i]), action) != 0)
 			continue;
 		dest = clean(r[i].dest, ADDR_MAX);
 		diag = clean(r[i].diag, DIAG_MAX);
@@ -364,23 +405,57 @@ put_rcpt_lines(FILE *out, const struct bounce_rcpt *r, size_t n,
 	fputc('\n', out);
 }
 
-static void
-put_explanation(FILE *out, const struct bounce_rcpt *r, size_t n,
-    const struct original *o)
+/* Subject's word: the first section present, or the first's. */
+static const char *
+subject_of(const struct bounce_rcpt *r, size_t n)
 {
+	size_t	 i;
+
+	for (i = 0; i < NSECTIONS; i++)
+		if (count_rcpts(r, n, sections[i].action) > 0)
+			return sections[i].subject;
+	return sections[0].subject;
+}
+
+/* The latest Will-Retry-Until, in words for part 1; 0 when none. */
+static int64_t
+retry_until(const struct bounce_rcpt *r, size_t n)
+{
+	int64_t	 t = 0;
+	size_t	 i;
+
+	for (i = 0; i < n; i++)
+		if (r[i].retry_until > t)
+			t = r[i].retry_until;
+	return t;
+}
+
+static void
+put_explanation(FILE *out, const struct bounce_info *bi,
+    const struct bounce_rcpt *r, size_t n, const struct original *o)
+{
+	char	 date[64], *note;
+	size_t	 i;
+
 	fputs("Content-Type: text/plain; charset=us-ascii\n\n", out);
 	fputs("Hi!\n\nThis is the MAILER-DAEMON, please DO NOT REPLY to this"
 	    " e-mail.\n\n", out);
-	if (count_rcpts(r, n, 1) > 0) {
-		fputs("An error has occurred while attempting to deliver a"
-		    " message for the following list of recipients:\n\n", out);
-		put_rcpt_lines(out, r, n, 1);
+	if (bi->note != NULL && bi->note[0] != '\0') {
+		note = clean(bi->note, DIAG_MAX);
+		put_folded(out, 0, note, "");
+		fputs("\n\n", out);
+		free(note);
 	}
-	if (count_rcpts(r, n, 0) > 0) {
-		fputs("Your message could not be delivered yet to the"
-		    " following recipients; delivery will be retried:\n\n",
-		    out);
-		put_rcpt_lines(out, r, n, 0);
+	for (i = 0; i < NSECTIONS; i++) {
+		if (count_rcpts(r, n, sections[i].action) == 0)
+			continue;
+		fprintf(out, "%s\n\n", sections[i].intro);
+		put_rcpt_lines(out, r, n, sections[i].action);
+	}
+	if (retry_until(r, n) != 0) {
+		fmt_date(date, sizeof(date), (time_t)retry_until(r, n));
+		fprintf(out, "Delivery will be tried until %s; the message"
+		    " is returned if it still fails then.\n\n", date);
 	}
 	if (o->toolarge)
 		fprintf(out, "The original message is larger than %d MB, so"
@@ -390,9 +465,37 @@ put_explanation(FILE *out, const struct bounce_rcpt *r, size_t n,
 	    o->headers ? " headers" : "");
 }
 
+/*
+ * RFC 3461 6.3: the ORCPT, when the client gave one, is the
+ * Original-Recipient; otherwise the address as given, if expansion
+ * changed it.
+ */
+static void
+put_original_rcpt(FILE *out, const struct bounce_rcpt *r, const char *dest,
+    const char *rcpt)
+{
+	const char	*semi;
+	char		*type, *addr;
+
+	if (r->orcpt != NULL && (semi = strchr(r->orcpt, ';')) != NULL &&
+	    semi > r->orcpt) {
+		type = clean(r->orcpt, semi - r->orcpt);
+		addr = clean(semi + 1, ADDR_MAX);
+		if (type[0] != '\0' && addr[0] != '\0')
+			fprintf(out, "Original-Recipient: %s; %s\n", type, addr);
+		free(addr);
+		free(type);
+		return;
+	}
+	if (dest[0] != '\0' && rcpt[0] != '\0' &&
+	    strcmp(str(r->rcpt), str(r->dest)) != 0)
+		fprintf(out, "Original-Recipient: rfc822; %s\n", rcpt);
+}
+
 static void
 put_rcpt_status(FILE *out, const struct bounce_rcpt *r)
 {
+	char	 date[64];
 	char	*dest, *rcpt, *diag;
 
 	dest = clean(r->dest, ADDR_MAX);
@@ -401,10 +504,8 @@ put_rcpt_status(FILE *out, const struct bounce_rcpt *r)
 	/* Final-Recipient is required: the original one if nothing else. */
 	fprintf(out, "Final-Recipient: rfc822; %s\n",
 	    dest[0] != '\0' ? dest : rcpt);
-	if (dest[0] != '\0' && rcpt[0] != '\0' &&
-	    strcmp(str(r->rcpt), str(r->dest)) != 0)
-		fprintf(out, "Original-Recipient: rfc822; %s\n", rcpt);
-	fprintf(out, "Action: %s\n", r->permanent ? "failed" : "delayed");
+	put_original_rcpt(out, r, dest, rcpt);
+	fprintf(out, "Action: %s\n", action_of(r));
 	fprintf(out, "Status: %s\n", status_of(r));
 	/*
 	 * "smtp" even for text that is not an SMTP reply (a local delivery
@@ -414,6 +515,10 @@ put_rcpt_status(FILE *out, const struct bounce_rcpt *r)
 		fputs("Diagnostic-Code: smtp; ", out);
 		put_folded(out, strlen("Diagnostic-Code: smtp; "), diag, " ");
 		fputc('\n', out);
+	}
+	if (r->retry_until != 0) {
+		fmt_date(date, sizeof(date), (time_t)r->retry_until);
+		fprintf(out, "Will-Retry-Until: %s\n", date);
 	}
 	free(diag);
 	free(rcpt);
@@ -502,11 +607,10 @@ bounce_write(FILE *out, const struct bounce_info *bi,
 	if (orig_open(msgfd, bi, &o) == -1)
 		goto done;
 	make_boundary(&o, boundary, sizeof(boundary));
-	put_headers(out, bi, count_rcpts(rcpts, n, 1) > 0, &o, boundary,
-	    now);
+	put_headers(out, bi, subject_of(rcpts, n), &o, boundary, now);
 	fprintf(out, "This is a MIME-encapsulated message.\n\n--%s\n",
 	    boundary);
-	put_explanation(out, rcpts, n, &o);
+	put_explanation(out, bi, rcpts, n, &o);
 	fprintf(out, "\n--%s\n", boundary);
 	put_status(out, bi, rcpts, n);
 	fprintf(out, "\n--%s\n", boundary);

@@ -25,7 +25,7 @@ envelope_dump(const struct envelope *ev)
 	snprintf(msgid, sizeof(msgid), "%08" PRIx32, ev->msgid);
 	o = json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s,"
 	    " s:s, s:s, s:i, s:s, s:s, s:I, s:I, s:I, s:I, s:I,"
-	    " s:i, s:i, s:s, s:s}",
+	    " s:i, s:i, s:s, s:s, s:I, s:s}",
 	    "version", ENVELOPE_VERSION,
 	    "id", id,
 	    "msgid", msgid,
@@ -49,7 +49,9 @@ envelope_dump(const struct envelope *ev)
 	    "dsn_notify", (int)ev->dsn_notify,
 	    "dsn_ret", (int)ev->dsn_ret,
 	    "dsn_envid", ev->dsn_envid,
-	    "dsn_orcpt", ev->dsn_orcpt);
+	    "dsn_orcpt", ev->dsn_orcpt,
+	    "dsn_warned", (json_int_t)ev->dsn_warned,
+	    "dsn_success", ev->dsn_success);
 	if (o == NULL)
 		fatalx("envelope_dump: json_pack");
 	if ((s = json_dumps(o, JSON_COMPACT)) == NULL)
@@ -106,7 +108,7 @@ envelope_load_json(struct envelope *ev, const char *buf, size_t len)
 {
 	json_t		*o;
 	json_error_t	 err;
-	int64_t		 version, expire, retry, dlv, notify, ret;
+	int64_t		 version, expire, retry, dlv, notify, ret, warned;
 	uint64_t	 msgid;
 	int		 r = -1;
 
@@ -138,10 +140,20 @@ envelope_load_json(struct envelope *ev, const char *buf, size_t len)
 	    get_int(o, "dsn_notify", &notify) == -1 ||
 	    get_int(o, "dsn_ret", &ret) == -1 ||
 	    get_str(o, "dsn_envid", ev->dsn_envid, sizeof(ev->dsn_envid)) == -1 ||
-	    get_str(o, "dsn_orcpt", ev->dsn_orcpt, sizeof(ev->dsn_orcpt)) == -1)
+	    get_str(o, "dsn_orcpt", ev->dsn_orcpt, sizeof(ev->dsn_orcpt)) == -1 ||
+	    get_int(o, "dsn_warned", &warned) == -1 ||
+	    get_str(o, "dsn_success", ev->dsn_success,
+	    sizeof(ev->dsn_success)) == -1)
 		goto done;
-	if (notify < 0 || notify > 0x0f || ret < 0 || ret > DSN_RET_HDRS)
+	if (notify < 0 || notify > 0x0f || ret < 0 || ret > DSN_RET_HDRS ||
+	    warned < 0 || warned > MAX_WARN_INTERVALS)
 		goto done;
+	/* The Action of a success notice: nothing else may reach a header. */
+	if (ev->dsn_success[0] != '\0' &&
+	    strcmp(ev->dsn_success, "delivered") != 0 &&
+	    strcmp(ev->dsn_success, "relayed") != 0)
+		goto done;
+	ev->dsn_warned = warned;
 	ev->dsn_notify = notify;
 	ev->dsn_ret = ret;
 	if (expire < 0 || expire > UINT32_MAX || retry < 0 ||

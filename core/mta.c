@@ -94,8 +94,8 @@ mta_rcpt_result(struct mta_task *t, struct mta_rcpt *rc, int status,
 	    " result=\"%s\" stat=\"%s\"", rc->evpid, rc->evpid, t->sender,
 	    rc->to, rc->rcpt, t->src, relay ? relay : "-",
 	    duration_text(time(NULL) - rc->creation, delay, sizeof(delay)),
-	    status == DELIVERY_OK ? "Ok" : status == DELIVERY_PERMFAIL ?
-	    "PermFail" : "TempFail", text);
+	    status == DELIVERY_PERMFAIL ? "PermFail" :
+	    status == DELIVERY_TEMPFAIL ? "TempFail" : "Ok", text);
 	send_result(rc->evpid, status, text);
 }
 

@@ -479,21 +479,18 @@ status_of(int code)
 	    reply_class(code) == 5 ? DELIVERY_PERMFAIL : DELIVERY_TEMPFAIL;
 }
 
-/* xtext (RFC 3461 4): '+', '=' and anything outside 33..126 as +XX. */
-static void
-xtext(const char *in, char *out, size_t len)
+/*
+ * A recipient the next hop took: RFC 3461 says who sends its success
+ * notice, the next hop when it got our NOTIFY, we ("relayed") otherwise.
+ */
+static int
+accepted_status(const struct mta_sess_state *st, const struct mta_rcpt *rc,
+    int code)
 {
-	size_t	 o = 0;
-
-	for (; *in && o + 4 < len; in++) {
-		unsigned char c = *in;
-
-		if (c < 33 || c > 126 || c == '+' || c == '=')
-			o += snprintf(out + o, len - o, "+%02X", c);
-		else
-			out[o++] = c;
-	}
-	out[o] = '\0';
+	if (reply_class(code) != 2)
+		return status_of(code);
+	return st->x_dsn && rc->notify ? DELIVERY_DSN_PASSED :
+	    DELIVERY_RELAYED;
 }
 
 static void
@@ -505,8 +502,8 @@ send_mail(struct mta_sess_state *st)
 	if (st->x_dsn && t->ret)
 		snprintf(params, sizeof(params), " RET=%s",
 		    t->ret == DSN_RET_HDRS ? "HDRS" : "FULL");
-	if (st->x_dsn && t->envid[0]) {
-		xtext(t->envid, envid, sizeof(envid));
+	if (st->x_dsn && t->envid[0] &&
+	    xtext_encode(t->envid, envid, sizeof(envid)) != -1) {
 		msd_strlcat(params, " ENVID=", sizeof(params));
 		msd_strlcat(params, envid, sizeof(params));
 	}
@@ -529,15 +526,10 @@ send_rcpt(struct mta_sess_state *st, const struct mta_rcpt *rc)
 		params[strlen(params) - 1] = params[strlen(params) - 1] ==
 		    ',' ? '\0' : params[strlen(params) - 1];
 	}
-	if (st->x_dsn && rc->orcpt[0]) {
-		const char *semi = strchr(rc->orcpt, ';');
-
-		if (semi != NULL) {
-			xtext(semi + 1, orcpt, sizeof(orcpt));
-			snprintf(params + strlen(params), sizeof(params) -
-			    strlen(params), " ORCPT=%.*s;%s",
-			    (int)(semi - rc->orcpt), rc->orcpt, orcpt);
-		}
+	if (st->x_dsn && rc->orcpt[0] &&
+	    dsn_orcpt_encode(rc->orcpt, orcpt, sizeof(orcpt)) != -1) {
+		msd_strlcat(params, " ORCPT=", sizeof(params));
+		msd_strlcat(params, orcpt, sizeof(params));
 	}
 	sess_printf(st, "RCPT TO:<%s>%s", rc->to, params);
 }
@@ -698,7 +690,8 @@ on_dot_reply(struct mta_sess_state *st, int code, const char *text)
 			if (t->rcpts[i].accepted)
 				break;
 		if (i < t->nrcpt) {
-			mta_rcpt_result(t, &t->rcpts[i], status_of(code), text,
+			mta_rcpt_result(t, &t->rcpts[i],
+			    accepted_status(st, &t->rcpts[i], code), text,
 			    st->relay);
 			st->lmtp_next = i + 1;
 		}
@@ -709,7 +702,8 @@ on_dot_reply(struct mta_sess_state *st, int code, const char *text)
 		for (i = 0; i < t->nrcpt; i++)
 			if (t->rcpts[i].accepted)
 				mta_rcpt_result(t, &t->rcpts[i],
-				    status_of(code), text, st->relay);
+				    accepted_status(st, &t->rcpts[i], code),
+				    text, st->relay);
 	if (reply_class(code) == 2)
 		st->nmsgs++;
 	mta_task_done(t);

@@ -128,6 +128,19 @@ queue_commit(struct ipc_msg *m)
 	incoming_want = n;
 }
 
+/* The action's `ttl`, else `queue ttl`; the default when neither is set. */
+uint32_t
+queue_ttl(const char *action)
+{
+	const struct action	*a;
+
+	if (env.conf == NULL)
+		return DEFAULT_EXPIRE;
+	if ((a = config_action(env.conf, action)) != NULL && a->ttl != 0)
+		return a->ttl;
+	return env.conf->queue_ttl ? env.conf->queue_ttl : DEFAULT_EXPIRE;
+}
+
 static void
 queue_envelopes(struct ipc_msg *m)
 {
@@ -148,6 +161,8 @@ queue_envelopes(struct ipc_msg *m)
 			fatalx("queue: bad envelope from smtp");
 		ev->msgid = c->msgid;
 		ev->id = 0;
+		/* The queue's configuration decides how long mail may wait. */
+		ev->expire = queue_ttl(ev->action);
 	}
 	if (c->nevs < incoming_want)
 		return;
@@ -274,6 +289,12 @@ queue_imsg(struct ipc *ipc, struct ipc_msg *m, void *arg)
 static void
 load_one(struct envelope *ev)
 {
+	/* Delivered before the stop: only its success notice is left. */
+	if (ev->dsn_success[0] != '\0') {
+		scheduler_hold(ev->msgid);
+		bounce_success(ev, ev->dsn_success, ev->errorline);
+		return;
+	}
 	ev->nexttry = 0;
 	scheduler_add(ev);
 }

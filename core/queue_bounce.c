@@ -1,10 +1,23 @@
 /*
- * queue_bounce.c - bounces, in the queue role.  When an envelope fails for
- * good (a permanent error, or its ttl ran out), its sender gets an RFC 3464
- * notification (bounce.c writes it): the lookup role expands the sender's
- * address like any recipient, then the notification is queued as a new
- * message from <> and the failed envelope is removed, in that order, so a
- * crash in between repeats a bounce rather than losing one.
+ * queue_bounce.c - bounces and other delivery status notifications, in the
+ * queue role.  When an envelope fails for good (a permanent error, or its
+ * ttl ran out), its sender gets an RFC 3464 notification (bounce.c writes
+ * it): the lookup role expands the sender's address like any recipient,
+ * then the notification is queued as a new message from <> and the failed
+ * envelope is removed, in that order, so a crash in between repeats a
+ * bounce rather than losing one.
+ *
+ * The sender's RFC 3461 parameters decide what is sent (dsn_wants()):
+ * failures unless NOTIFY leaves FAILURE out, "delayed" notices once per
+ * `bounce warn-interval` unless NOTIFY leaves DELAY out, and a success
+ * notice only when NOTIFY has SUCCESS.  A success notice takes the
+ * delivered envelope over like a bounce does, but first marks it on disk
+ * (dsn_success), so a crash before the notice is queued sends the notice
+ * at the next start instead of delivering the message twice.  A delay
+ * notice leaves the envelope to the scheduler and holds only its message;
+ * the count of notices sent (dsn_warned) is written with the envelope's
+ * retry, before the notice is queued: a crash in between loses that one
+ * notice, never repeats it.
  *
  * Nothing bounces to <>: a failing bounce is only logged.
  */
@@ -24,11 +37,19 @@
 #define BOUNCE_RETRY		60	/* seconds before trying again */
 #define BOUNCE_TRIES		60	/* then the bounce is given up */
 
+enum bounce_kind {
+	BK_FAILED,		/* owns the envelope: removed when done */
+	BK_DELAYED,		/* holds the message only */
+	BK_SUCCESS,		/* owns the envelope, like BK_FAILED */
+};
+
 struct bounce {
 	struct bounce		*next;
 	uint64_t		 id;		/* our request id for lookup */
-	struct envelope		 ev;		/* the failed envelope */
+	enum bounce_kind	 kind;
+	struct envelope		 ev;		/* the envelope reported on */
 	char			 diag[512];
+	char			 action[16];	/* BK_SUCCESS: the Action */
 	int			 expired;
 	int			 tries;
 	struct event		*timer;
@@ -54,12 +75,25 @@ bounce_free(struct bounce *b)
 	free(b);
 }
 
-/* The failed envelope goes; with it, maybe, the message. */
+/*
+ * The envelope reported on goes (or only our hold on its message); with
+ * it, maybe, the message.
+ */
 static void
 bounce_done(struct bounce *b)
 {
-	scheduler_remove(&b->ev);
+	if (b->kind == BK_DELAYED)
+		scheduler_release(b->ev.msgid);
+	else
+		scheduler_remove(&b->ev);
 	bounce_free(b);
+}
+
+static const char *
+kind_name(const struct bounce *b)
+{
+	return b->kind == BK_FAILED ? "failed" : b->kind == BK_DELAYED ?
+	    "delayed" : b->action;
 }
 
 static void
@@ -109,50 +143,184 @@ bounce_ask(struct bounce *b)
 	ipc_end(o, -1);
 }
 
+static struct bounce *
+bounce_new(const struct envelope *ev, enum bounce_kind kind,
+    const char *diag)
+{
+	struct bounce	*b;
+
+	b = xcalloc(1, sizeof(*b));
+	b->id = ++next_id;
+	b->kind = kind;
+	b->ev = *ev;
+	msd_strlcpy(b->diag, diag ? diag : "", sizeof(b->diag));
+	b->next = bounces;
+	bounces = b;
+	return b;
+}
+
 /*
  * Takes over a failed envelope (the scheduler keeps its message) and
- * bounces it, unless it came from <>.
+ * bounces it, unless it came from <> or its NOTIFY leaves FAILURE out.
  */
 void
 bounce_start(const struct envelope *ev, const char *diag, int expired)
 {
 	struct bounce	*b;
 
-	if (ev->sender[0] == '\0') {
-		log_warnx("%016" PRIx64 " queue failed envelope from <>"
-		    " to=<%s> error=\"%s\": not bounced", ev->id, ev->dest,
-		    diag);
+	if (!dsn_wants(ev, DSN_NOTIFY_FAILURE)) {
+		if (ev->sender[0] == '\0')
+			log_warnx("%016" PRIx64 " queue failed envelope from <>"
+			    " to=<%s> error=\"%s\": not bounced", ev->id,
+			    ev->dest, diag);
+		else
+			log_info("%016" PRIx64 " queue failed envelope from"
+			    " <%s> to=<%s> error=\"%s\": not bounced,"
+			    " NOTIFY without FAILURE", ev->id, ev->sender,
+			    ev->dest, diag);
 		scheduler_remove(ev);
 		return;
 	}
-	b = xcalloc(1, sizeof(*b));
-	b->id = ++next_id;
-	b->ev = *ev;
+	b = bounce_new(ev, BK_FAILED, diag);
 	b->expired = expired;
-	msd_strlcpy(b->diag, diag, sizeof(b->diag));
-	b->next = bounces;
-	bounces = b;
 	bounce_ask(b);
 }
 
-/* "550 5.1.1 ..." gives 5.1.1; otherwise a generic code. */
-static void
-dsn_status(const struct bounce *b, char *buf, size_t len)
+/*
+ * Takes over a delivered envelope: a success notice when the sender asked
+ * for one, then the envelope goes.  dsn_action is the Action field:
+ * "delivered" here, "relayed" from a next hop that does not offer DSN.
+ */
+void
+bounce_success(const struct envelope *ev, const char *dsn_action,
+    const char *diag)
 {
-	const char	*d = b->diag;
-	int		 n = 0;
+	struct bounce	*b;
 
-	if (b->expired) {
-		msd_strlcpy(buf, "4.4.7", len);
+	if (!dsn_wants(ev, DSN_NOTIFY_SUCCESS)) {
+		scheduler_remove(ev);
 		return;
 	}
-	if (strlen(d) > 4 && d[3] == ' ' && sscanf(d + 4, "%*1[245].%*3[0-9]"
-	    ".%*3[0-9]%n", &n) == 0 && n > 0 && (size_t)n < len) {
+	b = bounce_new(ev, BK_SUCCESS, diag);
+	msd_strlcpy(b->action, dsn_action, sizeof(b->action));
+	if (strcmp(b->ev.dsn_success, b->action) != 0) {
+		/* Delivered, whatever happens next: never deliver it again. */
+		msd_strlcpy(b->ev.dsn_success, b->action,
+		    sizeof(b->ev.dsn_success));
+		msd_strlcpy(b->ev.errorline, b->diag, sizeof(b->ev.errorline));
+		if (queue_envelope_update(&b->ev) == -1)
+			log_warnx("queue: cannot mark envelope %016" PRIx64
+			    " delivered", b->ev.id);
+	}
+	bounce_ask(b);
+}
+
+/* How many warn-intervals an envelope of that age has passed. */
+static uint32_t
+warn_due(time_t age)
+{
+	const struct config	*c = env.conf;
+	uint32_t		 n = 0;
+	size_t			 i;
+
+	for (i = 0; c != NULL && i < c->nwarn_interval; i++)
+		if (age >= (time_t)c->warn_interval[i])
+			n++;
+	return n;
+}
+
+/*
+ * A temporary failure of an envelope that stays queued: when it has
+ * waited past a warn-interval the sender was not told of yet, one
+ * "delayed" notice (for all the intervals passed since the last one).
+ */
+void
+bounce_delay(struct envelope *ev, const char *diag)
+{
+	struct bounce	*b;
+	uint32_t	 due;
+
+	if (!dsn_wants(ev, DSN_NOTIFY_DELAY))
+		return;
+	due = warn_due(time(NULL) - (time_t)ev->creation);
+	if (due <= ev->dsn_warned)
+		return;
+	ev->dsn_warned = due;
+	scheduler_hold(ev->msgid);
+	b = bounce_new(ev, BK_DELAYED, diag);
+	bounce_ask(b);
+}
+
+/*
+ * The enhanced code of a reply ("550 5.1.1 ...") when its class is one of
+ * classes; otherwise dflt.
+ */
+static void
+status_from(const char *d, const char *classes, const char *dflt, char *buf,
+    size_t len)
+{
+	int	 n = 0;
+
+	if (strlen(d) > 4 && d[3] == ' ' && strchr(classes, d[4]) != NULL &&
+	    sscanf(d + 4, "%*1[245].%*3[0-9].%*3[0-9]%n", &n) == 0 && n > 0 &&
+	    (size_t)n < len) {
 		memcpy(buf, d + 4, n);
 		buf[n] = '\0';
 		return;
 	}
-	msd_strlcpy(buf, "5.0.0", len);
+	msd_strlcpy(buf, dflt, len);
+}
+
+static void
+dsn_status(const struct bounce *b, char *buf, size_t len)
+{
+	switch (b->kind) {
+	case BK_DELAYED:
+		status_from(b->diag, "4", "4.0.0", buf, len);
+		break;
+	case BK_SUCCESS:
+		msd_strlcpy(buf, "2.0.0", len);
+		break;
+	default:
+		if (b->expired)
+			msd_strlcpy(buf, "4.4.7", len);
+		else
+			status_from(b->diag, "245", "5.0.0", buf, len);
+		break;
+	}
+}
+
+/*
+ * RET=HDRS, RET=FULL; without RET a failure returns the whole message and
+ * the other notices only its headers, as they are no call to resend it.
+ */
+static int
+headers_only(const struct bounce *b)
+{
+	if (b->ev.dsn_ret != 0)
+		return b->ev.dsn_ret == DSN_RET_HDRS;
+	return b->kind != BK_FAILED;
+}
+
+/* "3 hours", "2 days": how long a delayed message has waited. */
+static void
+fmt_age(char *buf, size_t len, time_t age)
+{
+	static const struct {
+		time_t		 secs;
+		const char	*unit;
+	} units[] = {
+		{ 86400, "day" }, { 3600, "hour" }, { 60, "minute" },
+		{ 1, "second" },
+	};
+	size_t	 i;
+	long long n;
+
+	for (i = 0; i < sizeof(units) / sizeof(units[0]) - 1; i++)
+		if (age >= units[i].secs)
+			break;
+	n = (long long)(age / units[i].secs);
+	snprintf(buf, len, "%lld %s%s", n, units[i].unit, n == 1 ? "" : "s");
 }
 
 /* Writes the notification into a new message, committed later; 0 or -1. */
@@ -161,7 +329,7 @@ bounce_write_msg(struct bounce *b, uint32_t *msgid)
 {
 	struct bounce_info	 bi;
 	struct bounce_rcpt	 br;
-	char			 status[16], diag[600];
+	char			 status[16], diag[600], age[64], note[160];
 	FILE			*fp;
 	int			 fd, ofd, r;
 
@@ -182,6 +350,14 @@ bounce_write_msg(struct bounce *b, uint32_t *msgid)
 	bi.arrival = b->ev.creation;
 	bi.src = b->ev.src;
 	bi.helo = b->ev.helo;
+	bi.envid = b->ev.dsn_envid[0] ? b->ev.dsn_envid : NULL;
+	bi.headers_only = headers_only(b);
+	if (b->kind == BK_DELAYED) {
+		fmt_age(age, sizeof(age), time(NULL) - (time_t)b->ev.creation);
+		snprintf(note, sizeof(note), "Your message has been waiting"
+		    " in the queue for %s.", age);
+		bi.note = note;
+	}
 	dsn_status(b, status, sizeof(status));
 	snprintf(diag, sizeof(diag), "%s%s", b->expired ?
 	    "delivery time expired; last error: " : "", b->diag);
@@ -190,7 +366,11 @@ bounce_write_msg(struct bounce *b, uint32_t *msgid)
 	br.dest = b->ev.dest;
 	br.status = status;
 	br.diag = diag;
-	br.permanent = 1;
+	br.permanent = b->kind == BK_FAILED;
+	br.action = b->kind == BK_SUCCESS ? b->action : NULL;
+	br.orcpt = b->ev.dsn_orcpt[0] ? b->ev.dsn_orcpt : NULL;
+	if (b->kind == BK_DELAYED)
+		br.retry_until = b->ev.creation + b->ev.expire;
 	r = bounce_write(fp, &bi, &br, 1, ofd, time(NULL));
 	close(ofd);
 	if (fclose(fp) == EOF)
@@ -217,7 +397,7 @@ bounce_envelope(const struct bounce *b, const struct xresult *x,
 	msd_strlcpy(ev->hostname, b->ev.hostname, sizeof(ev->hostname));
 	msd_strlcpy(ev->src, "local", sizeof(ev->src));
 	ev->creation = time(NULL);
-	ev->expire = b->ev.expire ? b->ev.expire : DEFAULT_EXPIRE;
+	ev->expire = queue_ttl(x->action);
 }
 
 /* The sender expanded: queue the notification for each delivery. */
@@ -247,8 +427,9 @@ bounce_queue(struct bounce *b, struct xresult *xs, uint32_t n)
 	}
 	for (i = 0; i < n; i++) {
 		log_info("%016" PRIx64 " queue bounce evpid=%016" PRIx64
-		    " for=%016" PRIx64 " to=<%s> dest=<%s>", b->ev.id,
-		    evs[i].id, b->ev.id, b->ev.sender, evs[i].dest);
+		    " for=%016" PRIx64 " to=<%s> dest=<%s> action=%s",
+		    b->ev.id, evs[i].id, b->ev.id, b->ev.sender, evs[i].dest,
+		    kind_name(b));
 		scheduler_add(&evs[i]);
 	}
 	free(evs);

@@ -85,6 +85,18 @@ msgref_release(uint32_t msgid)
 		log_warnx("queue: cannot remove message %08" PRIx32, msgid);
 }
 
+void
+scheduler_hold(uint32_t msgid)
+{
+	msgref_get(msgid, 1)->count++;
+}
+
+void
+scheduler_release(uint32_t msgid)
+{
+	msgref_release(msgid);
+}
+
 static void
 kick_soon(void)
 {
@@ -317,6 +329,7 @@ envelope_retry(struct sched_ev *s, const char *text)
 	/* The last try is at the ttl, so the bounce is not a backoff late. */
 	if (s->ev.nexttry > s->ev.creation + (time_t)s->ev.expire)
 		s->ev.nexttry = s->ev.creation + (time_t)s->ev.expire;
+	bounce_delay(&s->ev, text);	/* may count a notice in ev */
 	if (queue_envelope_update(&s->ev) == -1)
 		log_warnx("queue: cannot update envelope %016" PRIx64,
 		    s->ev.id);
@@ -332,6 +345,17 @@ scheduler_result(uint64_t evpid, int status, const char *text)
 
 	switch (status) {
 	case DELIVERY_OK:
+	case DELIVERY_RELAYED:
+		if (!dsn_wants(&s->ev, DSN_NOTIFY_SUCCESS)) {
+			envelope_done(s);
+			break;
+		}
+		bounce_success(&s->ev, status == DELIVERY_OK ? "delivered" :
+		    "relayed", text);
+		free(s);
+		break;
+	case DELIVERY_DSN_PASSED:
+		/* The next hop took NOTIFY: success notices are its to send. */
 		envelope_done(s);
 		break;
 	case DELIVERY_PERMFAIL:

@@ -71,6 +71,7 @@ struct conn {
 	int	 fd;
 	int	 broken;	/* a write failed: read what the server said */
 	int	 eightbitmime;
+	int	 dsn;		/* the daemon offers DSN */
 	char	 rbuf[4096];
 	size_t	 rpos, rlen;
 	char	 wbuf[16384];
@@ -761,20 +762,104 @@ send_message(struct conn *c, struct message *m, char **added, size_t nadded)
 	free(buf);
 }
 
+/*
+ * -N, -R and -V: RFC 3461 parameters, checked here so that a bad one is
+ * a usage error now rather than a refusal when an offline file is sent.
+ */
+static char	 dsn_notify[32];		/* "SUCCESS,DELAY", "NEVER" */
+static const char *dsn_ret;			/* "FULL", "HDRS" */
+static char	 dsn_envid[DSN_ENVID_MAX + 1];	/* xtext */
+
+static void
+dsn_option(int ch, const char *arg)
+{
+	static const char *const notify[] = { "never", "success", "failure",
+	    "delay" };
+	size_t	 n, i;
+	unsigned seen = 0;
+	const char *p;
+
+	if (ch == 'R') {
+		if (strcasecmp(arg, "full") != 0 && strcasecmp(arg, "hdrs") != 0)
+			die(EX_USAGE, "-R %s: expected full or hdrs", arg);
+		dsn_ret = toupper((unsigned char)arg[0]) == 'F' ? "FULL" : "HDRS";
+		return;
+	}
+	if (ch == 'V') {
+		for (p = arg; *p; p++)
+			if ((unsigned char)*p < ' ' || (unsigned char)*p > '~')
+				die(EX_USAGE, "-V: the envelope id must be"
+				    " printable ASCII");
+		if (*arg == '\0' ||
+		    xtext_encode(arg, dsn_envid, sizeof(dsn_envid)) == -1)
+			die(EX_USAGE, "-V: an envelope id of 1 to %d"
+			    " characters (encoded) is expected", DSN_ENVID_MAX);
+		return;
+	}
+	/* -N: never, or a list of success, failure and delay */
+	for (p = arg; ; p += n + 1) {
+		n = strcspn(p, ",");
+		for (i = 0; i < sizeof(notify) / sizeof(notify[0]); i++)
+			if (strlen(notify[i]) == n &&
+			    strncasecmp(p, notify[i], n) == 0)
+				break;
+		if (i == sizeof(notify) / sizeof(notify[0]) ||
+		    (i == 0 && (p != arg || p[n] != '\0')) ||
+		    (seen & (1U << i)))
+			die(EX_USAGE, "-N %s: expected never, or a list of"
+			    " success, failure and delay", arg);
+		seen |= 1U << i;
+		if (p[n] == '\0')
+			break;
+	}
+	if (msd_strlcpy(dsn_notify, arg, sizeof(dsn_notify)) >=
+	    sizeof(dsn_notify))
+		die(EX_USAGE, "-N %s: too long", arg);
+	for (i = 0; dsn_notify[i]; i++)
+		dsn_notify[i] = toupper((unsigned char)dsn_notify[i]);
+}
+
+/* " RET=... ENVID=..." for MAIL when the daemon offers DSN, or "". */
+static void
+dsn_mail_params(const struct conn *c, char *buf, size_t len)
+{
+	buf[0] = '\0';
+	if (!c->dsn)
+		return;
+	if (dsn_ret != NULL)
+		snprintf(buf, len, " RET=%s", dsn_ret);
+	if (dsn_envid[0] != '\0') {
+		msd_strlcat(buf, " ENVID=", len);
+		msd_strlcat(buf, dsn_envid, len);
+	}
+}
+
+/* 1 if the EHLO reply (lines joined by '\n') lists keyword. */
+static int
+ehlo_has(const char *text, const char *kw)
+{
+	size_t		 kl = strlen(kw);
+	const char	*p;
+
+	for (p = text; *p; p += strcspn(p, "\n"), p += *p == '\n')
+		if (strcspn(p, "\n") >= 4 + kl &&
+		    strncasecmp(p + 4, kw, kl) == 0 &&
+		    (p[4 + kl] == '\0' || p[4 + kl] == '\n' ||
+		    p[4 + kl] == ' '))
+			return 1;
+	return 0;
+}
+
 static void
 ehlo(struct conn *c)
 {
 	struct reply	 r;
-	const char	*p;
 
 	conn_expect(c, "greeting", 2, &r);
 	conn_cmd(c, "EHLO %s", hostname);
 	conn_expect(c, "EHLO", 2, &r);
-	for (p = r.text; *p; p += strcspn(p, "\n"), p += *p == '\n')
-		if (strcspn(p, "\n") >= 12 &&
-		    strncasecmp(p + 4, "8BITMIME", 8) == 0 &&
-		    (p[12] == '\0' || p[12] == '\n' || p[12] == ' '))
-			c->eightbitmime = 1;
+	c->eightbitmime = ehlo_has(r.text, "8BITMIME");
+	c->dsn = ehlo_has(r.text, "DSN");
 }
 
 /* One SMTP transaction; returns only when the message was accepted. */
@@ -784,18 +869,21 @@ submit(int fd, struct message *m, const char *sender,
 {
 	struct conn	 c;
 	struct reply	 r;
-	char		 what[SMTPD_MAXADDR + 16];
+	char		 what[SMTPD_MAXADDR + 16], params[160];
 	size_t		 i;
 
 	memset(&c, 0, sizeof(c));
 	c.fd = fd;
 	ehlo(&c);
-	conn_cmd(&c, "MAIL FROM:<%s>%s", sender,
-	    m->eightbit && c.eightbitmime ? " BODY=8BITMIME" : "");
+	dsn_mail_params(&c, params, sizeof(params));
+	conn_cmd(&c, "MAIL FROM:<%s>%s%s", sender,
+	    m->eightbit && c.eightbitmime ? " BODY=8BITMIME" : "", params);
 	snprintf(what, sizeof(what), "MAIL FROM:<%s>", sender);
 	conn_expect(&c, what, 2, &r);
 	for (i = 0; i < rcpts->n; i++) {
-		conn_cmd(&c, "RCPT TO:<%s>", rcpts->v[i]);
+		conn_cmd(&c, "RCPT TO:<%s>%s%s", rcpts->v[i],
+		    c.dsn && dsn_notify[0] ? " NOTIFY=" : "",
+		    c.dsn ? dsn_notify : "");
 		snprintf(what, sizeof(what), "RCPT TO:<%s>", rcpts->v[i]);
 		conn_expect(&c, what, 2, &r);
 	}
@@ -1046,8 +1134,10 @@ parse_options(int argc, char **argv, char **from, char **fullname)
 		case 'v':
 			verbose = 1;
 			break;
-		case 'B': case 'G': case 'L': case 'm': case 'N': case 'R':
-		case 'U': case 'V':
+		case 'N': case 'R': case 'V':
+			dsn_option(ch, optarg);
+			break;
+		case 'B': case 'G': case 'L': case 'm': case 'U':
 			break;
 		default:
 			usage();

@@ -84,6 +84,8 @@ struct smtp_rcpt {
 	char	*user;
 	char	*dlv_arg;
 	uint32_t dlv;
+	uint32_t notify;	/* the RCPT's DSN NOTIFY, 0: not given */
+	char	*orcpt;		/* ... and ORCPT, NULL: not given */
 };
 
 struct smtp_session {
@@ -123,6 +125,11 @@ struct smtp_session {
 	size_t			 nrcptcmd;	/* accepted RCPT commands */
 	size_t			 rcptcap;
 	char			 pending_rcpt[SMTPD_MAXADDR];
+	/* RFC 3461: MAIL's RET and ENVID, the pending RCPT's NOTIFY, ORCPT */
+	uint32_t		 dsn_ret;
+	char			 dsn_envid[DSN_ENVID_MAX + 1];
+	uint32_t		 pending_notify;
+	char			*pending_orcpt;
 	uint32_t		 msgid;
 	int			 msgfd;		/* created, DATA not yet begun */
 	int			 creating;	/* QUEUE_CREATE outstanding */
@@ -292,6 +299,7 @@ smtp_tx_reset(struct smtp_session *s)
 		free(s->rcpts[i].dest);
 		free(s->rcpts[i].user);
 		free(s->rcpts[i].dlv_arg);
+		free(s->rcpts[i].orcpt);
 	}
 	free(s->rcpts);
 	s->rcpts = NULL;
@@ -299,6 +307,11 @@ smtp_tx_reset(struct smtp_session *s)
 	s->nrcptcmd = 0;
 	s->rcptcap = 0;
 	s->sender[0] = '\0';
+	s->dsn_ret = 0;
+	s->dsn_envid[0] = '\0';
+	s->pending_notify = 0;
+	free(s->pending_orcpt);
+	s->pending_orcpt = NULL;
 	s->datalen = 0;
 	s->dataflags = 0;
 	s->nreceived = 0;
@@ -401,6 +414,101 @@ next_param(char **p)
 
 /* ------------------------------------------------------------ commands */
 
+/* RFC 3461 after EHLO, unless the listener says `no-dsn`. */
+static int
+dsn_offered(const struct smtp_session *s)
+{
+	return s->esmtp && !(s->listener->lc->flags & LO_NO_DSN);
+}
+
+/* RFC 5321 4.1.1.11: a parameter we do not know or do not offer. */
+static void
+param_unsupported(struct smtp_session *s, const char *p)
+{
+	smtp_reply(s, "555 5.5.4 Invalid command arguments: Unsupported"
+	    " option %.100s", p);
+}
+
+/* A DSN parameter of MAIL: 1 taken, 0 not one, -1 bad (err says why). */
+static int
+mail_dsn_param(struct smtp_session *s, const char *p, char *err,
+    size_t errlen)
+{
+	if (!dsn_offered(s))
+		return 0;
+	if (strncasecmp(p, "RET=", 4) == 0) {
+		if (s->dsn_ret != 0) {
+			snprintf(err, errlen, "RET given twice");
+			return -1;
+		}
+		return dsn_parse_ret(p + 4, &s->dsn_ret, err, errlen) == 0 ?
+		    1 : -1;
+	}
+	if (strncasecmp(p, "ENVID=", 6) == 0) {
+		if (s->dsn_envid[0] != '\0') {
+			snprintf(err, errlen, "ENVID given twice");
+			return -1;
+		}
+		return dsn_parse_envid(p + 6, s->dsn_envid,
+		    sizeof(s->dsn_envid), err, errlen) == 0 ? 1 : -1;
+	}
+	return 0;
+}
+
+/* A DSN parameter of RCPT, as mail_dsn_param(). */
+static int
+rcpt_dsn_param(struct smtp_session *s, const char *p, char *err,
+    size_t errlen)
+{
+	char	 orcpt[sizeof(((struct envelope *)NULL)->dsn_orcpt)];
+
+	if (!dsn_offered(s))
+		return 0;
+	if (strncasecmp(p, "NOTIFY=", 7) == 0) {
+		if (s->pending_notify != 0) {
+			snprintf(err, errlen, "NOTIFY given twice");
+			return -1;
+		}
+		return dsn_parse_notify(p + 7, &s->pending_notify, err,
+		    errlen) == 0 ? 1 : -1;
+	}
+	if (strncasecmp(p, "ORCPT=", 6) == 0) {
+		if (s->pending_orcpt != NULL) {
+			snprintf(err, errlen, "ORCPT given twice");
+			return -1;
+		}
+		if (dsn_parse_orcpt(p + 6, orcpt, sizeof(orcpt), err,
+		    errlen) == -1)
+			return -1;
+		s->pending_orcpt = xstrdup(orcpt);
+		return 1;
+	}
+	return 0;
+}
+
+/* RCPT's parameters for the pending recipient; -1 after the reply. */
+static int
+rcpt_params(struct smtp_session *s, char *params)
+{
+	char	*p, err[200];
+	int	 r;
+
+	s->pending_notify = 0;
+	free(s->pending_orcpt);
+	s->pending_orcpt = NULL;
+	while ((p = next_param(&params))) {
+		if ((r = rcpt_dsn_param(s, p, err, sizeof(err))) == 1)
+			continue;
+		if (r == -1)
+			smtp_reply(s, "501 5.5.4 Invalid command arguments: %s",
+			    err);
+		else
+			param_unsupported(s, p);
+		return -1;
+	}
+	return 0;
+}
+
 static void
 cmd_helo(struct smtp_session *s, char *arg, int esmtp)
 {
@@ -429,6 +537,8 @@ cmd_helo(struct smtp_session *s, char *arg, int esmtp)
 	smtp_reply(s, "250-8BITMIME");
 	smtp_reply(s, "250-ENHANCEDSTATUSCODES");
 	smtp_reply(s, "250-SIZE %zu", env.conf->max_message_size);
+	if (dsn_offered(s))
+		smtp_reply(s, "250-DSN");
 	smtp_reply(s, "250-PIPELINING");
 	if ((s->listener->lc->flags & LO_TLS) && s->tls == NULL)
 		smtp_reply(s, "250-STARTTLS");
@@ -440,8 +550,11 @@ cmd_helo(struct smtp_session *s, char *arg, int esmtp)
 static int
 mail_params(struct smtp_session *s, char *params)
 {
-	char	*p;
+	char	*p, err[200];
+	int	 r;
 
+	s->dsn_ret = 0;
+	s->dsn_envid[0] = '\0';
 	while ((p = next_param(&params))) {
 		if (strncasecmp(p, "AUTH=", 5) == 0)
 			continue;
@@ -459,8 +572,13 @@ mail_params(struct smtp_session *s, char *params)
 		if (strcasecmp(p, "BODY=7BIT") == 0 ||
 		    strcasecmp(p, "BODY=8BITMIME") == 0)
 			continue;
-		smtp_reply(s, "503 5.5.4 Invalid command arguments: "
-		    "Unsupported option %.100s", p);
+		if ((r = mail_dsn_param(s, p, err, sizeof(err))) == 1)
+			continue;
+		if (r == -1)
+			smtp_reply(s, "501 5.5.4 Invalid command arguments: %s",
+			    err);
+		else
+			param_unsupported(s, p);
 		return -1;
 	}
 	return 0;
@@ -499,6 +617,8 @@ cmd_mail(struct smtp_session *s, char *arg)
 	}
 	if (mail_params(s, params) == -1) {
 		s->sender[0] = '\0';
+		s->dsn_ret = 0;
+		s->dsn_envid[0] = '\0';
 		return;
 	}
 	if (s->listener->lc->senders != NULL && s->authenticated) {
@@ -561,7 +681,7 @@ static void
 cmd_rcpt(struct smtp_session *s, char *arg)
 {
 	struct ipc_out	*o;
-	char		*params, *p;
+	char		*params;
 
 	if (s->state != S_MAIL && s->state != S_RCPT) {
 		smtp_reply(s, "503 5.5.1 Invalid command: Command not allowed"
@@ -579,11 +699,8 @@ cmd_rcpt(struct smtp_session *s, char *arg)
 		smtp_reply(s, "501 5.1.3 Recipient address syntax error");
 		return;
 	}
-	if ((p = next_param(&params))) {
-		smtp_reply(s, "503 5.5.4 Invalid command arguments: "
-		    "Unsupported option %.100s", p);
+	if (rcpt_params(s, params) == -1)
 		return;
-	}
 	o = ipc_begin(env.peer[ROLE_LOOKUP], IMSG_LKA_RCPT);
 	ipc_put_u64(o, s->id);
 	ipc_put_u32(o, s->local);
@@ -617,6 +734,7 @@ message_create(struct smtp_session *s)
 	s->creating = 1;
 }
 
+/* One delivery of the pending recipient, with its DSN parameters. */
 static void
 rcpt_add(struct smtp_session *s, const char *addr, const struct xresult *x)
 {
@@ -629,7 +747,8 @@ rcpt_add(struct smtp_session *s, const char *addr, const struct xresult *x)
 		    strcmp(r->dest, x->dest) == 0 &&
 		    strcmp(r->user, x->user) == 0 &&
 		    strcmp(r->dlv_arg, x->dlv_arg) == 0)
-			return;		/* two recipients, one mailbox */
+			return;		/* two recipients, one mailbox:
+					   the first one's DSN parameters */
 	}
 	if (s->nrcpt == s->rcptcap) {
 		s->rcptcap = s->rcptcap ? s->rcptcap * 2 : 4;
@@ -643,6 +762,8 @@ rcpt_add(struct smtp_session *s, const char *addr, const struct xresult *x)
 	r->user = xstrdup(x->user);
 	r->dlv_arg = xstrdup(x->dlv_arg);
 	r->dlv = x->dlv;
+	r->notify = s->pending_notify;
+	r->orcpt = s->pending_orcpt ? xstrdup(s->pending_orcpt) : NULL;
 }
 
 static void
@@ -947,7 +1068,6 @@ data_line(struct smtp_session *s, char *line, size_t len)
 static char *
 envelope_json(struct smtp_session *s, const struct smtp_rcpt *r)
 {
-	const struct action *a;
 	struct envelope	 ev;
 
 	memset(&ev, 0, sizeof(ev));
@@ -965,9 +1085,12 @@ envelope_json(struct smtp_session *s, const struct smtp_rcpt *r)
 		msd_strlcpy(ev.tag, s->listener->lc->tag, sizeof(ev.tag));
 	msd_strlcpy(ev.action, r->action, sizeof(ev.action));
 	ev.creation = time(NULL);
-	/* The action's `ttl`, else `queue ttl`. */
-	a = config_action(env.conf, r->action);
-	ev.expire = a != NULL && a->ttl ? a->ttl : env.conf->queue_ttl;
+	ev.expire = DEFAULT_EXPIRE;	/* the queue applies the ttl */
+	ev.dsn_notify = r->notify;
+	ev.dsn_ret = s->dsn_ret;
+	msd_strlcpy(ev.dsn_envid, s->dsn_envid, sizeof(ev.dsn_envid));
+	if (r->orcpt != NULL)
+		msd_strlcpy(ev.dsn_orcpt, r->orcpt, sizeof(ev.dsn_orcpt));
 	return envelope_dump(&ev);
 }
 

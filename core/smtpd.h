@@ -586,6 +586,11 @@ struct bounce_rcpt {
 	const char	*status;	/* enhanced status code, "5.1.1" */
 	const char	*diag;		/* "550 5.1.1 user unknown", or text */
 	int		 permanent;	/* 1: Action failed, 0: delayed */
+	/* "delivered", "relayed", "expanded"; NULL (or other): permanent. */
+	const char	*action;
+	/* DSN ORCPT "addr-type;address": the Original-Recipient, or NULL. */
+	const char	*orcpt;
+	int64_t		 retry_until;	/* delayed: Will-Retry-Until, or 0 */
 };
 
 struct bounce_info {
@@ -597,6 +602,7 @@ struct bounce_info {
 	const char	*helo;		/* client HELO name, may be "" */
 	const char	*envid;		/* DSN ENVID, NULL when none */
 	int		 headers_only;	/* DSN RET=HDRS */
+	const char	*note;		/* a paragraph for part 1, or NULL */
 };
 
 /* 0, or -1 with errno set (write error, unreadable message). */
@@ -685,6 +691,12 @@ const char *duration_text(time_t, char *buf, size_t len);
 /* RFC 4648 base64; the output length or -1 (bad input, no room). */
 int	 base64_encode(const void *, size_t, char *out, size_t outlen);
 int	 base64_decode(const char *, unsigned char *out, size_t outlen);
+/*
+ * RFC 3461 xtext (ENVID, ORCPT): the output length, or -1 on bad input
+ * (decode: not xtext, or a NUL byte) or when out is too small.
+ */
+int	 xtext_decode(const char *, char *out, size_t outlen);
+int	 xtext_encode(const char *, char *out, size_t outlen);
 
 /* ------------------------------------------------------------------- ipc */
 
@@ -835,7 +847,16 @@ struct envelope {
 	uint32_t	dsn_notify;		/* DSN_NOTIFY_*; 0: not given */
 	uint32_t	dsn_ret;		/* DSN_RET_*; 0: not given */
 	char		dsn_envid[101];		/* ENVID, xtext-decoded */
-	char		dsn_orcpt[SMTPD_MAXADDR + 16];	/* "rfc822;addr" */
+	/* ORCPT as "addr-type;address", the address xtext-decoded. */
+	char		dsn_orcpt[SMTPD_MAXADDR + 16];
+	/* How many `bounce warn-interval` delays the sender was told of. */
+	uint32_t	dsn_warned;
+	/*
+	 * Set when the envelope was delivered and only its success notice
+	 * is left to queue: the Action ("delivered", "relayed").  Such an
+	 * envelope found at start is never delivered again.
+	 */
+	char		dsn_success[16];
 };
 
 #define DSN_NOTIFY_SUCCESS	0x01
@@ -844,10 +865,29 @@ struct envelope {
 #define DSN_NOTIFY_NEVER	0x08
 #define DSN_RET_FULL		1
 #define DSN_RET_HDRS		2
+#define DSN_ENVID_MAX		100	/* RFC 3461 4.4, as sent (xtext) */
+#define DSN_ORCPT_MAX		500	/* RFC 3461 4.2, as sent (xtext) */
 
 #define DLV_ACTION	0	/* the action's method */
 #define DLV_FILE	1	/* append to dlv_arg, mbox format */
 #define DLV_COMMAND	2	/* pipe into dlv_arg */
+
+/*
+ * dsn.c: the DSN parameters.  Each parser returns 0, or -1 with the reason
+ * in err for a "501 5.5.4" reply.  ENVID and the ORCPT address come out
+ * xtext-decoded, ORCPT as "addr-type;address".
+ */
+int	 dsn_parse_ret(const char *, uint32_t *ret, char *err, size_t errlen);
+int	 dsn_parse_envid(const char *, char *out, size_t outlen, char *err,
+	    size_t errlen);
+int	 dsn_parse_notify(const char *, uint32_t *notify, char *err,
+	    size_t errlen);
+int	 dsn_parse_orcpt(const char *, char *out, size_t outlen, char *err,
+	    size_t errlen);
+/* A stored ORCPT as sent on to the next hop, "addr-type;xtext"; or -1. */
+int	 dsn_orcpt_encode(const char *orcpt, char *out, size_t outlen);
+/* 1 if the sender gets notices of the kind (a DSN_NOTIFY_* bit). */
+int	 dsn_wants(const struct envelope *, uint32_t what);
 
 char	*envelope_dump(const struct envelope *);	/* malloc'd JSON */
 int	 envelope_load_json(struct envelope *, const char *, size_t);
@@ -1114,9 +1154,27 @@ void	scheduler_result(uint64_t evpid, int status, const char *text);
 void	scheduler_list(uint64_t reqid);
 /* Deletes a finished envelope, and its message with the last one. */
 void	scheduler_remove(const struct envelope *);
+/*
+ * A hold on a message without an envelope (a delay notice being written,
+ * an envelope loaded for its success notice only): scheduler_release()
+ * drops it, deleting the message if nothing else holds it.
+ */
+void	scheduler_hold(uint32_t msgid);
+void	scheduler_release(uint32_t msgid);
 
-/* queue_bounce.c: notifications to the sender of a failed envelope. */
+/*
+ * queue_bounce.c: RFC 3464 notifications to the sender, as the envelope's
+ * DSN parameters allow.  bounce_start() (failed) and bounce_success()
+ * take the envelope over: the caller frees its copy and does not remove
+ * it; it is removed once the notice is queued (or none is due).
+ * bounce_delay() is called on each temporary failure of an envelope that
+ * is kept: it may send a "delayed" notice and then counts it in
+ * ev->dsn_warned, which the caller writes to the queue with the retry.
+ */
 void	bounce_start(const struct envelope *, const char *diag, int expired);
+void	bounce_success(const struct envelope *, const char *dsn_action,
+	    const char *diag);
+void	bounce_delay(struct envelope *, const char *diag);
 void	bounce_lookup_result(struct ipc_msg *);
 
 /* queue_backend.c (queue role): host side of the queue module. */
@@ -1131,11 +1189,16 @@ int	queue_envelope_update(const struct envelope *);
 int	queue_flush(void);
 /* Calls cb for each committed envelope; removes orphans. */
 int	queue_load(void (*cb)(struct envelope *));
+/* queue.c: seconds an envelope for that action may wait (`ttl`, `queue ttl`). */
+uint32_t queue_ttl(const char *action);
 
 /* Delivery status in IMSG_MDA_RESULT / scheduler_result. */
 #define DELIVERY_OK		0
 #define DELIVERY_TEMPFAIL	1
 #define DELIVERY_PERMFAIL	2
+/* Relay successes: the next hop had no DSN, or took our DSN parameters. */
+#define DELIVERY_RELAYED	3
+#define DELIVERY_DSN_PASSED	4
 
 /* Lookup status in IMSG_LKA_RCPT_RESULT. */
 /* IMSG_LKA_FORWARD_RESULT status. */

@@ -469,3 +469,72 @@ relay_url_parse(const char *u, struct relay_url *url)
 		url->port = url->scheme == RELAY_SMTPS ? 465 : 25;
 	return 0;
 }
+
+/* An uppercase hex digit's value, -1 otherwise (xtext allows no others). */
+static int
+xtext_hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * RFC 3461 section 4: xchar is '!' to '~' but '+' and '='; "+XX" encodes
+ * any other byte with two uppercase hex digits.
+ */
+int
+xtext_decode(const char *in, char *out, size_t outlen)
+{
+	size_t	 o = 0;
+	int	 hi, lo, c;
+
+	for (; *in != '\0'; in++) {
+		c = (unsigned char)*in;
+		if (c == '+') {
+			if ((hi = xtext_hexval(in[1])) == -1 ||
+			    (lo = xtext_hexval(in[2])) == -1)
+				return -1;
+			c = hi << 4 | lo;
+			in += 2;
+		} else if (c < '!' || c > '~' || c == '=')
+			return -1;
+		/* A NUL would cut the value short where it is stored. */
+		if (c == 0 || o + 1 >= outlen)
+			return -1;
+		out[o++] = (char)c;
+	}
+	if (outlen == 0)
+		return -1;
+	out[o] = '\0';
+	return (int)o;
+}
+
+int
+xtext_encode(const char *in, char *out, size_t outlen)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t		 o = 0;
+	unsigned char	 c;
+
+	for (; *in != '\0'; in++) {
+		c = *in;
+		if (c >= '!' && c <= '~' && c != '+' && c != '=') {
+			if (o + 1 >= outlen)
+				return -1;
+			out[o++] = c;
+			continue;
+		}
+		if (o + 3 >= outlen)
+			return -1;
+		out[o++] = '+';
+		out[o++] = hex[c >> 4];
+		out[o++] = hex[c & 15];
+	}
+	if (outlen == 0)
+		return -1;
+	out[o] = '\0';
+	return (int)o;
+}

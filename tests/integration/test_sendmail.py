@@ -175,7 +175,8 @@ def test_usage_and_modes():
         p = sendmail(d, args, b"", argv0=argv0, env={"MODSMTPD_CONF": d.conf})
         assert p.returncode == 1 and b'no table named "aliases"' in p.stderr, \
             (p.returncode, p.stdout, p.stderr)
-    # Accepted and ignored, with and without their arguments.
+    # Accepted (the DSN ones -N -R -V are sent on), with and without their
+    # arguments; test_dsn checks what the DSN ones do.
     p = sendmail(d, ["-B", "8BITMIME", "-N", "never", "-R", "hdrs", "-V", "id1", "-U",
                      "-G", "-m", "-L", "tag", "-o", "x", "-oem", "-bm", "user@example.org"],
                  b"Subject: ignored options\n\nx\n")
@@ -202,7 +203,7 @@ def test_offline_queue():
     """daemon stopped: sendmail exits 0 and keeps the mail in <spool>/offline; the next start delivers it and removes the file"""
     d = h.Daemon("sm-off").start()
     assert d.stop() == 0, "smtpd did not stop cleanly"
-    p = sendmail(d, ["-F", "100% Jo", "-V", "two\nlines", "-f", "off@client.test", "user@example.org"],
+    p = sendmail(d, ["-F", "100% Jo", "-L", "two\nlines", "-f", "off@client.test", "user@example.org"],
                  b"Subject: offline\n\nkept while down\n")
     ok(p, "offline")
     assert p.stdout == b"" and p.stderr == b"", "sendmail printed %r %r" % (p.stdout, p.stderr)
@@ -213,7 +214,7 @@ def test_offline_queue():
     assert st.st_mode & 0o777 == 0o600 and st.st_uid == os.getuid(), "mode %o uid %d" % (st.st_mode, st.st_uid)
     with open(path, "rb") as f:
         text = f.read()
-    assert text == (b"#modsmtpd-offline 1\narg -F\narg 100%25 Jo\narg -V\narg two%0Alines\n"
+    assert text == (b"#modsmtpd-offline 1\narg -F\narg 100%25 Jo\narg -L\narg two%0Alines\n"
                     b"arg -f\narg off@client.test\n"
                     b"arg user@example.org\n\nSubject: offline\n\nkept while down\n"), "offline file %r" % text
     # Not ours: skipped and left alone.

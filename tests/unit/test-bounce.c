@@ -18,6 +18,13 @@
 #include "smtpd.h"
 #include "tap.h"
 
+/*
+ * The recipients below are written positionally with the fields a test
+ * sets; the DSN fields after them (action, orcpt, retry_until) are zero
+ * unless a test names them.
+ */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
 /* Tue, 14 Nov 2023 22:13:20 UTC */
 #define NOW		((time_t)1700000000)
 #define MB		(1024 * 1024)
@@ -566,6 +573,82 @@ test_envid(void)
 	free(o.text);
 }
 
+/* Success notices, ORCPT, a delay's note and Will-Retry-Until. */
+static void
+test_dsn_fields(void)
+{
+	struct bounce_info	 bi;
+	struct bounce_rcpt	 r = { "Team@Example.org", "bob@example.org",
+	    NULL, "250 2.0.0 Ok: queued", 0 };
+	struct bounce_rcpt	 d = { "bob@example.org", "bob@example.org",
+	    NULL, "exited with status 75", 0 };
+	struct out		 o;
+	struct part		 p[3], body;
+
+	init_info(&bi);
+	r.action = "delivered";
+	r.orcpt = "rfc822;Orig+x@Example.org";
+	o = run_msg(&bi, &r, 1, msg1, strlen(msg1));
+	ok(o.rc == 0 && field_is(o.text, o.len, "Subject",
+	    "Delivery status notification: delivered"),
+	    "success: Subject says delivered");
+	if (parts3(&o, p)) {
+		body = body_of(p[1]);
+		ok(has_line(body.text, body.len, "Action: delivered") &&
+		    has_line(body.text, body.len, "Status: 2.0.0"),
+		    "success: Action delivered, Status 2.0.0 by default");
+		ok(has_line(body.text, body.len,
+		    "Original-Recipient: rfc822; Orig+x@Example.org") &&
+		    count_prefix(body.text, body.len,
+		    "Original-Recipient:") == 1,
+		    "ORCPT is the Original-Recipient, not RCPT TO");
+		body = body_of(p[0]);
+		ok(contains(body.text, body.len, "Your message was successfully"
+		    " delivered to the following recipients:\n\n"
+		    "<bob@example.org>: 250 2.0.0 Ok: queued\n"),
+		    "success: part 1 sentence and line");
+	} else
+		ok(0, "success: three parts");
+	free(o.text);
+
+	r.action = "relayed";
+	r.orcpt = "utf-8;caf\303\251@example.org";
+	o = run_msg(&bi, &r, 1, msg1, strlen(msg1));
+	ok(o.rc == 0 && field_is(o.text, o.len, "Subject",
+	    "Delivery status notification: relayed") && has_line(o.text,
+	    o.len, "Action: relayed") && contains(o.text, o.len,
+	    "does not send delivery notifications"), "relayed notice");
+	ok(has_line(o.text, o.len,
+	    "Original-Recipient: utf-8; caf??@example.org"),
+	    "ORCPT type kept, non-ASCII made safe");
+	free(o.text);
+
+	r.action = "bogus\nInjected: yes";
+	o = run_msg(&bi, &r, 1, msg1, strlen(msg1));
+	ok(o.rc == 0 && has_line(o.text, o.len, "Action: delayed") &&
+	    !contains(o.text, o.len, "bogus"),
+	    "an unknown Action falls back to failed/delayed");
+	free(o.text);
+
+	bi.note = "Your message has been waiting in the queue for 4 hours.";
+	d.retry_until = NOW + 86400;
+	o = run_msg(&bi, &d, 1, msg1, strlen(msg1));
+	ok(o.rc == 0 && parts3(&o, p), "delayed with note: three parts");
+	if (parts3(&o, p)) {
+		body = body_of(p[0]);
+		ok(has_line(body.text, body.len, bi.note),
+		    "the note is in part 1");
+		ok(has_line(body.text, body.len, "Delivery will be tried until"
+		    " Wed, 15 Nov 2023 22:13:20 +0000; the message is returned"
+		    " if it still fails then."), "part 1 says until when");
+		body = body_of(p[1]);
+		ok(has_line(body.text, body.len, "Will-Retry-Until: Wed, 15 Nov"
+		    " 2023 22:13:20 +0000") && has_line(body.text, body.len,
+		    "Status: 4.0.0"), "Will-Retry-Until, Status 4.0.0");
+	}
+	free(o.text);
+}
+
 static void
 test_headers_only(void)
 {
@@ -951,6 +1034,7 @@ main(void)
 	test_delay();
 	test_status();
 	test_envid();
+	test_dsn_fields();
 	test_headers_only();
 	test_crlf();
 	test_no_final_newline();

@@ -68,5 +68,27 @@ main(void)
 	    "\"rcpt\":\"a@b\",\"action\":\"x\"}";
 	ok(envelope_load_json(&b, json, strlen(json)) == 0 && b.dlv == DLV_ACTION &&
 	    b.user[0] == '\0', "an envelope from before expansion fields loads");
+	ok(b.dsn_notify == 0 && b.dsn_ret == 0 && b.dsn_warned == 0 &&
+	    b.dsn_envid[0] == '\0' && b.dsn_orcpt[0] == '\0' &&
+	    b.dsn_success[0] == '\0', "... with no DSN fields: all zero");
+
+	a.dsn_notify = DSN_NOTIFY_SUCCESS | DSN_NOTIFY_DELAY;
+	a.dsn_ret = DSN_RET_HDRS;
+	strcpy(a.dsn_envid, "QQ+314");
+	strcpy(a.dsn_orcpt, "rfc822;Bob@Example.org");
+	a.dsn_warned = 2;
+	strcpy(a.dsn_success, "relayed");
+	json = envelope_dump(&a);
+	ok(envelope_load_json(&b, json, strlen(json)) == 0 &&
+	    memcmp(&a, &b, sizeof(a)) == 0, "DSN fields round trip");
+	free(json);
+	json = "{\"version\":1,\"id\":\"0000000000000000\",\"msgid\":\"00000000\","
+	    "\"rcpt\":\"a@b\",\"action\":\"x\",\"dsn_warned\":5}";
+	ok(envelope_load_json(&b, json, strlen(json)) == -1,
+	    "more warnings than warn-intervals refused");
+	json = "{\"version\":1,\"id\":\"0000000000000000\",\"msgid\":\"00000000\","
+	    "\"rcpt\":\"a@b\",\"action\":\"x\",\"dsn_success\":\"failed\"}";
+	ok(envelope_load_json(&b, json, strlen(json)) == -1,
+	    "a success Action other than delivered or relayed refused");
 	return tap_done();
 }
