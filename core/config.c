@@ -213,8 +213,6 @@ config_unavailable(const struct config *conf,
 	const struct listen_conf *lc;
 	const struct action	*a;
 	const struct rule	*r;
-	const struct filter	*f;
-	char			 msg[512];
 
 	TAILQ_FOREACH(lc, &conf->listen_confs, entry)
 		unavailable_listen(&u, lc);
@@ -224,14 +222,6 @@ config_unavailable(const struct config *conf,
 		unavailable_action(&u, a);
 	TAILQ_FOREACH(r, &conf->rules, entry)
 		unavailable_rule(&u, r);
-	/* proc and proc-exec filters run (filter.c); built-in ones not yet. */
-	TAILQ_FOREACH(f, &conf->filters, entry) {
-		if (f->type != F_BUILTIN)
-			continue;
-		snprintf(msg, sizeof(msg), "filter \"%s\" (phase ... match ...)",
-		    f->name);
-		unavailable(&u, f->file, f->line, msg);
-	}
 	if (conf->queue_compression)
 		unavailable(&u, NULL, 0, "queue compression");
 	if (conf->queue_encryption)
@@ -317,6 +307,10 @@ filter_free(struct filter *f)
 	for (i = 0; i < f->nchain; i++)
 		free(f->chain[i]);
 	free(f->chain);
+	free(f->module);
+	for (i = 0; i < f->nargs; i++)
+		free(f->args[i]);
+	free(f->args);
 	free(f->file);
 	free(f);
 }
