@@ -12,6 +12,8 @@
 #                                       PEER_TESTS="accept relay" adds relaying
 #                                       to smtp-sink, PEERS= picks the servers
 #   N= SESSIONS= SIZE= PORT= BUILDDIR= KEEP=1   parameters
+#   FILTER="command"    put a proc-exec filter running command on the
+#                       listener (bench/filter.sh compares with and without)
 #
 # As root it re-executes itself in a new network namespace holding only
 # loopback, so no packet can leave 127.0.0.0/8.
@@ -97,8 +99,13 @@ if msd_is_root; then
 	chown msdbench: "$work/mail"
 	user_opt=" user msdbench"
 fi
-cat >"$work/smtpd.conf" <<EOF
-listen on 127.0.0.1 port $PORT hostname mail.bench.test
+filter_opt=
+if [ -n "${FILTER:-}" ]; then
+	printf 'filter "bench" proc-exec "%s"\n' "$FILTER" >"$work/smtpd.conf"
+	filter_opt=' filter "bench"'
+fi
+cat >>"$work/smtpd.conf" <<EOF
+listen on 127.0.0.1 port $PORT hostname mail.bench.test$filter_opt
 action "local" maildir "$work/mail/Maildir"$user_opt
 match from any for domain "bench.test" action "local"
 EOF

@@ -187,19 +187,9 @@ config_unavailable(const struct config *conf,
 {
 	struct unavail		 u = { report, arg, 0 };
 	const struct action	*a;
-	const struct filter	*f;
-	char			 msg[512];
 
 	TAILQ_FOREACH(a, &conf->actions, entry)
 		unavailable_action(&u, a);
-	/* proc and proc-exec filters run (filter.c); built-in ones not yet. */
-	TAILQ_FOREACH(f, &conf->filters, entry) {
-		if (f->type != F_BUILTIN)
-			continue;
-		snprintf(msg, sizeof(msg), "filter \"%s\" (phase ... match ...)",
-		    f->name);
-		unavailable(&u, f->file, f->line, msg);
-	}
 	if (conf->queue_compression)
 		unavailable(&u, NULL, 0, "queue compression");
 	if (conf->queue_encryption)
@@ -285,6 +275,10 @@ filter_free(struct filter *f)
 	for (i = 0; i < f->nchain; i++)
 		free(f->chain[i]);
 	free(f->chain);
+	free(f->module);
+	for (i = 0; i < f->nargs; i++)
+		free(f->args[i]);
+	free(f->args);
 	free(f->file);
 	free(f);
 }

@@ -489,6 +489,8 @@ print_builtin(FILE *fp, const struct filter *f)
 static void
 print_filter(FILE *fp, const struct filter *f)
 {
+	size_t	 i;
+
 	fputs("filter ", fp);
 	put_str(fp, f->name);
 	switch (f->type) {
@@ -506,6 +508,13 @@ print_filter(FILE *fp, const struct filter *f)
 	case F_CHAIN:
 		fputs(" chain ", fp);
 		print_chain(fp, f);
+		break;
+	case F_MODULE:
+		put_opt(fp, "module", f->module);
+		for (i = 0; i < f->nargs; i++) {
+			fputc(' ', fp);
+			put_str(fp, f->args[i]);
+		}
 		break;
 	}
 	fputc('\n', fp);

@@ -41,6 +41,8 @@ struct finst {
 	const struct filter_ops	*ops;
 	void			*impl;
 	uint64_t		 token;
+	char			*name;		/* for filter-report */
+	int			 builtin;	/* in-process: "builtin" */
 };
 
 struct fchain {
@@ -113,29 +115,36 @@ conf_filter(const char *name)
 }
 
 static void *
-filter_impl(const struct filter *f)
+filter_impl(const struct filter *f, const struct filter_ops **ops)
 {
+	*ops = &filter_proc_ops;
 	if (f->type == F_PROC_EXEC)
 		return filter_proc_find(f->name);
 	if (f->type == F_PROC)
 		return filter_proc_find(f->proc);
+	*ops = &filter_module_ops;
+	if (f->type == F_BUILTIN || f->type == F_MODULE)
+		return filter_module_get(f);
 	return NULL;
 }
 
 static void
 chain_add(struct fchain *c, const struct filter *f)
 {
-	struct finst	*in;
-	void		*impl = filter_impl(f);
-	size_t		 i;
+	const struct filter_ops	*ops;
+	struct finst		*in;
+	void			*impl = filter_impl(f, &ops);
+	size_t			 i;
 
 	if (impl == NULL)
-		fatalx("filter: %s is not a proc filter", f->name);
+		fatalx("filter: %s is not a filter that runs", f->name);
 	c->v = xreallocarray(c->v, c->n + 1, sizeof(*c->v));
 	in = &c->v[c->n++];
-	in->ops = &filter_proc_ops;
+	in->ops = ops;
 	in->impl = impl;
 	in->token = ((uint64_t)msd_random() << 32) | msd_random();
+	in->name = xstrdup(f->type == F_PROC ? f->proc : f->name);
+	in->builtin = ops == &filter_module_ops;
 	for (i = 0; i < c->nimpls; i++)
 		if (c->impls[i] == impl)
 			return;
@@ -276,9 +285,10 @@ session_advance(struct fsess *s)
 		if (!in->ops->wants_phase(in->impl, s->phase))
 			continue;
 		gettimeofday(&tv, NULL);
+		/* Last: the answer may come from inside the call. */
+		timer_start(s, in->ops->timeout(in->impl));
 		in->ops->request(in->impl, &tv, s->id, in->token, s->phase,
 		    s->param);
-		timer_start(s, in->ops->timeout(in->impl));
 		return;
 	}
 	s->phase = -1;
@@ -468,6 +478,11 @@ session_free(struct fsess *s)
 		TAILQ_REMOVE(&waiting, s, wentry);
 	if (s->dirty)
 		TAILQ_REMOVE(&dirty, s, dentry);
+	if (s->started)
+		for (i = 0; i < s->chain->nimpls; i++)
+			if (s->chain->iops[i]->end != NULL)
+				s->chain->iops[i]->end(s->chain->impls[i],
+				    s->id);
 	for (i = 0; i < LINK_N; i++)
 		free(s->link[i]);
 	free(s->param);
@@ -520,6 +535,20 @@ report_response(struct fsess *s, const char *decision, const char *param)
 	chain_report(s->chain, s->id, FE_FILTER_RESPONSE, f, param ? 3 : 2);
 }
 
+/* filter-report: what a filter's report decision says, to the chain. */
+static void
+filter_report(struct fsess *s, size_t idx, const char *text)
+{
+	const char	*f[3];
+
+	f[0] = s->chain->v[idx].builtin ? "builtin" : "proc";
+	f[1] = s->chain->v[idx].name;
+	f[2] = text != NULL ? text : "";
+	log_info("%016" PRIx64 " filter-report %s %s: %s", s->id, f[0], f[1],
+	    f[2]);
+	chain_report(s->chain, s->id, FE_FILTER_REPORT, f, 3);
+}
+
 void
 filter_verdict(void *impl, uint64_t sid, uint64_t token,
     enum filter_verdict v, const char *decision, const char *param)
@@ -534,8 +563,18 @@ filter_verdict(void *impl, uint64_t sid, uint64_t token,
 		    " %016" PRIx64 ", ignored", sid);
 		return;
 	}
+	/* bypass: the command runs, the rest of the chain is skipped. */
+	if (v == FV_PROCEED && strcmp(decision, "bypass") == 0) {
+		report_response(s, "proceed", NULL);
+		evtimer_del(s->timer);
+		send_result(s, FV_PROCEED, NULL);
+		session_settle(s);
+		return;
+	}
 	report_response(s, decision, param);
 	if (v == FV_PROCEED) {
+		if (strcmp(decision, "report") == 0)
+			filter_report(s, idx, param);
 		s->idx++;
 		session_advance(s);
 		return;
@@ -704,4 +743,5 @@ filter_init(void)
 	flush_ev = event_new(env.evbase, -1, 0, flush_all, NULL);
 	if (flush_ev == NULL)
 		fatalx("filter: event_new");
+	filter_module_init();
 }

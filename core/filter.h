@@ -3,8 +3,13 @@
  * filter implementations they call.  A chain is a list of instances; each
  * instance has an implementation behind struct filter_ops that takes a
  * request and answers later through filter_verdict() / filter_line_out().
- * filter_proc.c is the only implementation today (a program spoken to
- * over smtpd-filters); an in-process filter module would be another.
+ * filter_proc.c is a program spoken to over smtpd-filters, filter_module.c
+ * an in-process filter module (the builtin filters among them).
+ *
+ * An implementation may answer from inside request() or line(), so the
+ * chain code calls them last, with nothing of the session used after the
+ * call; it must never fail (filter_impl_failed) from inside one of these
+ * calls: that frees sessions the caller still holds.
  */
 #ifndef FILTER_H
 #define FILTER_H
@@ -24,6 +29,8 @@ struct filter_ops {
 	/* One data line (no newline), dot-stuffed; "." ends the message. */
 	void	(*line)(void *impl, const struct timeval *, uint64_t sid,
 		    uint64_t token, const char *line, size_t len);
+	/* The session is gone (may be NULL). */
+	void	(*end)(void *impl, uint64_t sid);
 };
 
 /* From an implementation: the answer to request(). */
@@ -46,5 +53,12 @@ void	*filter_proc_find(const char *name);
 void	 filter_proc_attach(const char *name, int fd);
 const char *filter_event_name(enum filter_event);
 const char *filter_phase_name(enum fphase);
+
+/* filter_module.c */
+extern const struct filter_ops filter_module_ops;
+/* The instance for a `module` or builtin filter, created on first use. */
+void	*filter_module_get(const struct filter *);
+/* In the lookup role, before the first session. */
+void	 filter_module_init(void);
 
 #endif /* FILTER_H */

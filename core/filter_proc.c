@@ -422,7 +422,7 @@ fp_line(void *impl, const struct timeval *tv, uint64_t sid, uint64_t token,
 
 const struct filter_ops filter_proc_ops = {
 	fp_ready, fp_wants_event, fp_wants_phase, fp_timeout,
-	fp_report, fp_request, fp_line,
+	fp_report, fp_request, fp_line, NULL,
 };
 
 /* ------------------------------------------------------------- the API */

@@ -46,23 +46,32 @@ static const size_t desc_baseline[] = {
 	sizeof(struct msd_module),			/* 1.1 */
 	sizeof(struct msd_module),			/* 1.2 */
 	sizeof(struct msd_module),			/* 1.3 */
+	sizeof(struct msd_module),			/* 1.4 */
 };
 static const size_t queue_baseline[] = {
 	offsetof(struct msd_queue_ops, flush),		/* 1.0 */
 	sizeof(struct msd_queue_ops),			/* 1.1 */
 	sizeof(struct msd_queue_ops),			/* 1.2 */
 	sizeof(struct msd_queue_ops),			/* 1.3 */
+	sizeof(struct msd_queue_ops),			/* 1.4 */
 };
 static const size_t mda_baseline[] = {
 	sizeof(struct msd_mda_ops),			/* 1.0 */
 	sizeof(struct msd_mda_ops),			/* 1.1 */
 	sizeof(struct msd_mda_ops),			/* 1.2 */
 	sizeof(struct msd_mda_ops),			/* 1.3 */
+	sizeof(struct msd_mda_ops),			/* 1.4 */
 };
 /* No table module exists before 1.3: such a module has no ops to read. */
 static const size_t table_baseline[] = {
 	0, 0, 0,					/* 1.0-1.2 */
 	sizeof(struct msd_table_ops),			/* 1.3 */
+	sizeof(struct msd_table_ops),			/* 1.4 */
+};
+/* Filters have ops from 1.4 on. */
+static const size_t filter_baseline[] = {
+	0, 0, 0, 0,					/* 1.0-1.3 */
+	sizeof(struct msd_filter_ops),			/* 1.4 */
 };
 _Static_assert(NITEMS(desc_baseline) == MSD_ABI_MINOR + 1,
     "add the new minor's msd_module size to desc_baseline");
@@ -72,6 +81,8 @@ _Static_assert(NITEMS(mda_baseline) == MSD_ABI_MINOR + 1,
     "add the new minor's msd_mda_ops size to mda_baseline");
 _Static_assert(NITEMS(table_baseline) == MSD_ABI_MINOR + 1,
     "add the new minor's msd_table_ops size to table_baseline");
+_Static_assert(NITEMS(filter_baseline) == MSD_ABI_MINOR + 1,
+    "add the new minor's msd_filter_ops size to filter_baseline");
 
 /* Ops the host calls without checking: refused at load when NULL. */
 struct op_req {
@@ -100,6 +111,9 @@ static const struct op_req table_required[] = {
 	OP_REQ(msd_table_ops, open),
 	OP_REQ(msd_table_ops, close),
 };
+static const struct op_req filter_required[] = {
+	OP_REQ(msd_filter_ops, open),
+};
 
 struct kind_info {
 	uint32_t		 kind;
@@ -117,7 +131,8 @@ static const struct kind_info kinds[] = {
 	    queue_baseline, queue_required, NITEMS(queue_required) },
 	{ MSD_KIND_MDA, "mda", sizeof(struct msd_mda_ops),
 	    mda_baseline, mda_required, NITEMS(mda_required) },
-	{ MSD_KIND_FILTER, "filter", 0, NULL, NULL, 0 },
+	{ MSD_KIND_FILTER, "filter", sizeof(struct msd_filter_ops),
+	    filter_baseline, filter_required, NITEMS(filter_required) },
 };
 
 /* The search path, in order, and its text for "not found" messages. */
@@ -472,6 +487,51 @@ host_query(const char *iface, uint32_t min_version)
 	return NULL;	/* no named interfaces yet */
 }
 
+/* ------------------------------------------------------- host: filters */
+
+/*
+ * The filter services live in the daemon's lookup role (filter_module.c),
+ * which this file, shared with makemap and the unit tests, cannot call
+ * directly: the role hands them over with module_filter_services().
+ */
+static const struct module_filter_services *fsvc;
+
+void
+module_filter_services(const struct module_filter_services *s)
+{
+	fsvc = s;
+}
+
+static void
+host_filter_register(msd_filter *self, uint64_t events, uint64_t phases)
+{
+	if (fsvc != NULL && self != NULL)
+		fsvc->reg(self, events, phases);
+}
+
+static void
+host_filter_result(msd_filter *self, uint64_t sid, uint64_t token,
+    uint32_t verdict, const char *param)
+{
+	if (fsvc != NULL && self != NULL)
+		fsvc->result(self, sid, token, verdict, param);
+}
+
+static void
+host_filter_dataline(msd_filter *self, uint64_t sid, uint64_t token,
+    const char *line, size_t len)
+{
+	if (fsvc != NULL && self != NULL && (line != NULL || len == 0))
+		fsvc->dataline(self, sid, token, line ? line : "", len);
+}
+
+static void
+host_filter_fail(msd_filter *self, const char *reason)
+{
+	if (fsvc != NULL && self != NULL)
+		fsvc->fail(self, reason ? reason : "no reason given");
+}
+
 static void
 host_fill(struct msd_host *h, host_log_fn *logfn)
 {
@@ -489,6 +549,11 @@ host_fill(struct msd_host *h, host_log_fn *logfn)
 	h->result_error = host_result_error;
 	h->env_get = host_env_get;
 	h->query = host_query;
+	h->filter_register = host_filter_register;
+	h->filter_result = host_filter_result;
+	h->filter_dataline = host_filter_dataline;
+	h->filter_fail = host_filter_fail;
+	h->table_match = table_match_module;
 }
 
 const struct msd_host *

@@ -658,19 +658,33 @@ filter_decision(struct parser *p, struct filter *f)
 		f->decision = FD_REJECT;
 	else if (cf_is_kw(t, "rewrite"))
 		f->decision = FD_REWRITE;
+	else if (cf_is_kw(t, "report"))
+		f->decision = FD_REPORT;
 	else
 		return cf_unexpected(p, t, "a condition or a decision (bypass, "
-		    "junk, disconnect, reject or rewrite)");
+		    "junk, disconnect, reject, rewrite or report)");
 	cf_take(p);
 	if (f->decision == FD_JUNK && f->phase == FP_COMMIT)
 		return cf_err(p, cf_line(p), "filter \"%s\": junk cannot be "
 		    "decided at phase commit", f->name);
+	/* Only these phases have an argument to rewrite. */
+	if (f->decision == FD_REWRITE && f->phase != FP_HELO &&
+	    f->phase != FP_EHLO && f->phase != FP_MAIL_FROM &&
+	    f->phase != FP_RCPT_TO)
+		return cf_err(p, cf_line(p), "filter \"%s\": rewrite needs a "
+		    "phase with an argument (helo, ehlo, mail-from or rcpt-to),"
+		    " not %s", f->name, phase_names[f->phase]);
 	if (f->decision == FD_BYPASS || f->decision == FD_JUNK)
 		return 0;
-	if (cf_word(p, f->decision == FD_REWRITE ? "a value" : "a message",
+	if (cf_word(p, f->decision == FD_REWRITE ? "a value" :
+	    f->decision == FD_REPORT ? "a report text" : "a message",
 	    &f->message) == -1)
 		return -1;
-	if (f->decision != FD_REWRITE && !smtp_reply_valid(f->message))
+	if (strpbrk(f->message, "\r\n") != NULL)
+		return cf_err(p, cf_line(p), "filter \"%s\": \"%s\" may not "
+		    "hold a line break", f->name, f->message);
+	if ((f->decision == FD_REJECT || f->decision == FD_DISCONNECT) &&
+	    !smtp_reply_valid(f->message))
 		return cf_err(p, cf_line(p), "filter \"%s\": message \"%s\" "
 		    "must start with a 4xx or 5xx code", f->name, f->message);
 	return 0;
@@ -709,6 +723,26 @@ filter_builtin(struct parser *p, struct filter *f)
 	    strcmp(t->text, "auth") == 0 || strcmp(t->text, "mail-from") == 0 ||
 	    strcmp(t->text, "rcpt-to") == 0)));
 	return filter_decision(p, f);
+}
+
+/* module NAME [ARG ...]: the arguments are the module's to read. */
+static int
+filter_module(struct parser *p, struct filter *f)
+{
+	const struct token	*t;
+
+	f->type = F_MODULE;
+	if (cf_name(p, "a module name", &f->module) == -1)
+		return -1;
+	while (!cf_is_eol(t = cf_peek(p, 0))) {
+		if (t->type != T_WORD)
+			return cf_unexpected(p, t, "a module argument (quote "
+			    "arguments holding <, >, !, =, \",\" or braces)");
+		f->args = xreallocarray(f->args, f->nargs + 1,
+		    sizeof(*f->args));
+		f->args[f->nargs++] = xstrdup(cf_take(p)->text);
+	}
+	return 0;
 }
 
 static int
@@ -781,9 +815,12 @@ parse_filter(struct parser *p)
 	} else if (cf_is_kw(t, "chain")) {
 		cf_take(p);
 		rc = filter_chain(p, f);
+	} else if (cf_is_kw(t, "module")) {
+		cf_take(p);
+		rc = filter_module(p, f);
 	} else
-		return cf_unexpected(p, t, "\"phase\", \"proc\", \"proc-exec\" "
-		    "or \"chain\"");
+		return cf_unexpected(p, t, "\"phase\", \"proc\", \"proc-exec\", "
+		    "\"chain\" or \"module\"");
 	return rc == -1 ? -1 : cf_eol(p);
 }
 

@@ -747,6 +747,8 @@ main(int argc, char *argv[])
 	module_init(env.conf->module_path);
 	if (table_open_all(env.conf) == -1)
 		exit(1);
+	if (filter_module_check(env.conf) == -1)
+		exit(1);
 	/*
 	 * Certificates and keys are read now, as root and before the roles
 	 * exist: the smtp role cannot open them from its chroot.

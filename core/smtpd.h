@@ -306,6 +306,7 @@ enum filter_type {
 	F_PROC,			/* proc NAME */
 	F_PROC_EXEC,		/* proc-exec "cmd" */
 	F_CHAIN,		/* chain { a, b } */
+	F_MODULE,		/* module NAME [ARG ...] */
 };
 
 enum filter_phase {
@@ -369,6 +370,10 @@ struct filter {
 	/* F_CHAIN */
 	char			**chain;
 	size_t			 nchain;
+	/* F_MODULE */
+	char			*module;
+	char			**args;
+	size_t			 nargs;
 	char			*file;
 	int			 line;
 };
@@ -544,6 +549,12 @@ int		 table_cache_lookup(struct table_cache *, struct table *,
 		    size_t len);
 /* 1: key matches an entry for the service, 0: no, -1: temporary failure. */
 int		 table_match(struct table *, enum table_service, const char *key);
+/*
+ * msd_host.table_match: table NAME of the configuration, MSD_OK,
+ * MSD_NOTFOUND, MSD_TEMPFAIL, or MSD_PENDING and done(arg, result) later.
+ */
+int		 table_match_module(const char *name, uint32_t service,
+		    const char *key, void (*done)(void *, int), void *arg);
 /* 1: found, value copied; 0: not found; -1: temporary failure / too long. */
 int		 table_lookup(struct table *, enum table_service, const char *key,
 		    char *value, size_t len);
@@ -921,6 +932,17 @@ const struct msd_host *module_host(void);
  */
 const void	*module_ops(const struct module *, size_t oursize);
 
+/* The lookup role's filter services, behind msd_host.filter_*. */
+struct module_filter_services {
+	void	(*reg)(msd_filter *, uint64_t events, uint64_t phases);
+	void	(*result)(msd_filter *, uint64_t sid, uint64_t token,
+		    uint32_t verdict, const char *param);
+	void	(*dataline)(msd_filter *, uint64_t sid, uint64_t token,
+		    const char *line, size_t len);
+	void	(*fail)(msd_filter *, const char *reason);
+};
+void	module_filter_services(const struct module_filter_services *);
+
 /* msd_result: host side of result_set / result_error. */
 struct msd_result {
 	char	*value;
@@ -1026,6 +1048,12 @@ enum filter_verdict {
 /* filter.c (lookup role): chains, sessions, dispatch. */
 void	filter_init(void);
 void	filter_imsg(struct ipc_msg *, enum smtpd_role from);
+
+/*
+ * filter_module.c (parent): every `module` and builtin filter loads and
+ * accepts its arguments; -1 after logging "file:line: ..." for each.
+ */
+int	filter_module_check(struct config *);
 
 /* filter_exec.c (parent): starts and restarts the filter programs. */
 void	filter_exec_start(void);

@@ -213,6 +213,94 @@ cache_answer(const struct table *t, const struct tc_entry *e, char *value,
 	return 1;
 }
 
+/* ------------------------------------------------ modules: table_match */
+
+/*
+ * msd_host.table_match for filter modules, which answer asynchronously
+ * anyway: a table with a worker makes them wait for its answer instead
+ * of failing the request.  Each question has a cache of its own, so the
+ * answer is there when the walk of one query runs again.
+ */
+struct tmatch {
+	struct table_cache	*cache;
+	struct table		*table;
+	enum table_service	 service;
+	char			*key;
+	void			(*done)(void *, int);
+	void			*arg;
+};
+
+static int
+tmatch_run(struct tmatch *m)
+{
+	int	 r;
+
+	table_cache_use(m->cache);
+	r = table_match(m->table, m->service, m->key);
+	table_cache_use(NULL);
+	return table_cache_blocked(m->cache) ? TABLE_BLOCKED : r;
+}
+
+static int
+tmatch_result(int r)
+{
+	return r == 1 ? MSD_OK : r == 0 ? MSD_NOTFOUND : MSD_TEMPFAIL;
+}
+
+static void
+tmatch_free(struct tmatch *m)
+{
+	table_cache_free(m->cache);
+	free(m->key);
+	free(m);
+}
+
+static void
+tmatch_resume(void *arg)
+{
+	struct tmatch	*m = arg;
+	void		(*done)(void *, int) = m->done;
+	void		*darg = m->arg;
+	int		 r;
+
+	if ((r = tmatch_run(m)) == TABLE_BLOCKED)
+		return;		/* asked again: resumed once more */
+	tmatch_free(m);
+	done(darg, tmatch_result(r));
+}
+
+int
+table_match_module(const char *name, uint32_t service, const char *key,
+    void (*done)(void *, int), void *arg)
+{
+	struct tmatch	*m;
+	struct table	*t;
+	int		 r;
+
+	if (name == NULL || key == NULL || env.conf == NULL ||
+	    (t = config_table(env.conf, name)) == NULL) {
+		log_warnx("module: table_match: no table \"%s\"",
+		    name ? name : "(null)");
+		return MSD_TEMPFAIL;
+	}
+	if (service == 0 || service > K_REGEX || (service & (service - 1))) {
+		log_warnx("module: table_match: bad service %#x for table %s",
+		    (unsigned)service, name);
+		return MSD_TEMPFAIL;
+	}
+	m = xcalloc(1, sizeof(*m));
+	m->table = t;
+	m->service = service;
+	m->key = xstrdup(key);
+	m->done = done;
+	m->arg = arg;
+	m->cache = table_cache_new(tmatch_resume, m);
+	if ((r = tmatch_run(m)) == TABLE_BLOCKED && done != NULL)
+		return MSD_PENDING;
+	tmatch_free(m);
+	return tmatch_result(r == TABLE_BLOCKED ? -1 : r);
+}
+
 /* ------------------------------------------------------ lookup side */
 
 static void

@@ -6,7 +6,7 @@ included), answers `proceed` and echoes data lines unchanged, so it is a
 starting point for a filter of your own, and the filter the integration
 tests drive (tests/integration/test_filters.py).
 
-    filter "stdio" proc-exec "/usr/bin/python3 /path/filter-stdio.py [-l LOG] [-r RULES]"
+    filter "stdio" proc-exec "/usr/bin/python3 /path/filter-stdio.py [-l LOG] [-r RULES] [-H HEADER]"
 
 -l LOG    append every line the server sends to LOG (flushed per line)
 -r RULES  a JSON file read again for every request: a list of
@@ -14,6 +14,7 @@ tests drive (tests/integration/test_filters.py).
            "param": "550 5.7.1 No"}; the first rule whose phase is the
           request's and whose "match" (optional) is in its parameter
           decides; the file may also hold {"hang": true}: no more answers.
+-H HEADER a header line ("X-Name: value") put in front of each message
 """
 
 import json
@@ -52,15 +53,18 @@ def decide(path, phase, param):
 
 def main():
     args = sys.argv[1:]
-    log = rpath = None
+    log = rpath = header = None
     while args:
         opt = args.pop(0)
         if opt == "-l":
             log = open(args.pop(0), "ab", buffering=0)
         elif opt == "-r":
             rpath = args.pop(0)
+        elif opt == "-H":
+            header = args.pop(0).encode()
         else:
-            sys.exit("usage: filter-stdio.py [-l LOG] [-r RULES]")
+            sys.exit("usage: filter-stdio.py [-l LOG] [-r RULES] [-H HEADER]")
+    started = set()                      # sessions inside a message
     out = sys.stdout.buffer
     inp = sys.stdin.buffer
 
@@ -88,6 +92,11 @@ def main():
             continue
         phase, sid, token, param = f[4].decode(), f[5], f[6], f[7]
         if phase == "data-line":
+            if header and sid not in started:
+                started.add(sid)
+                send(b"filter-dataline|" + sid + b"|" + token + b"|" + header)
+            if param == b".":
+                started.discard(sid)
             send(b"filter-dataline|" + sid + b"|" + token + b"|" + param)
             continue
         d = decide(rpath, phase, param.decode(errors="replace"))

@@ -97,6 +97,65 @@ extern "C" {
 #define MSD_ENV_CREATION	13	/* 1.1: queued at, decimal Unix time */
 #define MSD_ENV_MDA_RCPT	14	/* 1.2: lmtp: the address for RCPT TO */
 
+#if MSD_ABI_TARGET_MINOR >= 4
+/*
+ * 1.4: filters.  The report events and the phases of the smtpd-filters
+ * protocol (smtpd-filters(7)), by number; a registration mask has bit
+ * (1 << value) for each.  Fields are those of the protocol's report
+ * lines, in the order of its newest version (link-auth: result, user).
+ */
+#define MSD_FE_LINK_CONNECT	0	/* rdns, fcrdns, src, dest */
+#define MSD_FE_LINK_GREETING	1	/* hostname */
+#define MSD_FE_LINK_IDENTIFY	2	/* method, identity */
+#define MSD_FE_LINK_TLS		3	/* tls-string */
+#define MSD_FE_LINK_AUTH	4	/* result, username */
+#define MSD_FE_LINK_DISCONNECT	5
+#define MSD_FE_TX_RESET		6	/* msgid */
+#define MSD_FE_TX_BEGIN		7	/* msgid */
+#define MSD_FE_TX_MAIL		8	/* msgid, result, address */
+#define MSD_FE_TX_RCPT		9	/* msgid, result, address */
+#define MSD_FE_TX_ENVELOPE	10	/* msgid, evpid */
+#define MSD_FE_TX_DATA		11	/* msgid, result */
+#define MSD_FE_TX_COMMIT	12	/* msgid, size */
+#define MSD_FE_TX_ROLLBACK	13	/* msgid */
+#define MSD_FE_PROTOCOL_CLIENT	14	/* command */
+#define MSD_FE_PROTOCOL_SERVER	15	/* response */
+#define MSD_FE_FILTER_REPORT	16	/* kind, name, message */
+#define MSD_FE_FILTER_RESPONSE	17	/* phase, response[, param] */
+#define MSD_FE_TIMEOUT		18
+
+#define MSD_FP_CONNECT		0	/* param "rdns|src" */
+#define MSD_FP_HELO		1	/* the HELO argument */
+#define MSD_FP_EHLO		2
+#define MSD_FP_STARTTLS		3	/* "" */
+#define MSD_FP_AUTH		4	/* the mechanism, credentials masked */
+#define MSD_FP_MAIL_FROM	5	/* the address, no <> */
+#define MSD_FP_RCPT_TO		6
+#define MSD_FP_DATA		7	/* "" */
+#define MSD_FP_DATA_LINE	8	/* data_line(), not request() */
+#define MSD_FP_RSET		9
+#define MSD_FP_QUIT		10
+#define MSD_FP_NOOP		11
+#define MSD_FP_HELP		12	/* never requested, as upstream */
+#define MSD_FP_WIZ		13	/* never requested, as upstream */
+#define MSD_FP_COMMIT		14	/* "", after the message's last line */
+
+/* The answers of filter_result(). */
+#define MSD_FV_PROCEED		0	/* next filter, then the command */
+#define MSD_FV_JUNK		1	/* mark as spam; the command runs */
+#define MSD_FV_REJECT		2	/* param "4xx text" / "5xx text" */
+#define MSD_FV_DISCONNECT	3	/* param as reject; then close */
+#define MSD_FV_REWRITE		4	/* param: the command's new argument */
+#define MSD_FV_REPORT		5	/* param: a filter-report; proceed */
+#define MSD_FV_BYPASS		6	/* the command runs, skipping the rest
+					   of the chain */
+
+/* Results of a host service that may answer later. */
+#define MSD_PENDING		(-3)
+
+typedef struct msd_filter	msd_filter;
+#endif
+
 typedef struct msd_timer	msd_timer;
 typedef struct msd_io		msd_io;
 typedef struct msd_result	msd_result;
@@ -142,6 +201,38 @@ struct msd_host {
 #if MSD_ABI_TARGET_MINOR >= 1
 	/* 1.1: optional named interfaces; NULL when not provided. */
 	const void	*(*query)(const char *iface, uint32_t min_version);
+#endif
+#if MSD_ABI_TARGET_MINOR >= 4
+	/*
+	 * 1.4: filters (lookup role).  self is the handle open() got.
+	 * filter_register says which events and phases (masks of 1 << the
+	 * MSD_FE_* / MSD_FP_* values) the instance wants; sessions wait for
+	 * it, and it may be called again to change them.  filter_result
+	 * answers request(sid, token) once, from inside the call or later;
+	 * filter_dataline emits one line of output for data_line(sid,
+	 * token), dot-stuffed, without its newline, "." last.  Answers for
+	 * a session that has gone (or timed out) are ignored.  filter_fail:
+	 * the instance is broken; its sessions get 421 and new ones wait
+	 * until it registers again.
+	 */
+	void		(*filter_register)(msd_filter *self, uint64_t events,
+			    uint64_t phases);
+	void		(*filter_result)(msd_filter *self, uint64_t sid,
+			    uint64_t token, uint32_t verdict, const char *param);
+	void		(*filter_dataline)(msd_filter *self, uint64_t sid,
+			    uint64_t token, const char *line, size_t len);
+	void		(*filter_fail)(msd_filter *self, const char *reason);
+	/*
+	 * 1.4: whether key matches table NAME of smtpd.conf for service (one
+	 * MSD_TS_* bit; MSD_TS_REGEX for a regex table), as a rule would.
+	 * MSD_OK, MSD_NOTFOUND or MSD_TEMPFAIL now; or MSD_PENDING for a
+	 * table served by a worker process: done(arg, result) then runs
+	 * exactly once, later, from the event loop (keep arg valid).  NULL
+	 * outside the lookup role.
+	 */
+	int		(*table_match)(const char *table, uint32_t service,
+			    const char *key, void (*done)(void *arg, int result),
+			    void *arg);
 #endif
 };
 
@@ -245,6 +336,47 @@ struct msd_table_ops {
 };
 #endif
 
+#if MSD_ABI_TARGET_MINOR >= 4
+/*
+ * 1.4: in-process filter, the smtpd-filters protocol as calls.  One
+ * instance per `filter NAME module MODULE [ARG ...]` of smtpd.conf (and
+ * per builtin `filter NAME phase ...`, served by the module "builtin").
+ * open() gets the filter's name and its arguments; it may be called in
+ * the parent to check the configuration, followed by close(), so it only
+ * parses and allocates: connect to services from a timer or the first
+ * session.  It registers through host->filter_register(self, ...), at
+ * once or later.  Then, in the lookup role, for the sessions of the
+ * listeners whose chain holds the filter:
+ *
+ *  - report(): an event it registered, with its fields;
+ *  - request(): a phase it registered; answer with filter_result(self,
+ *    sid, token, MSD_FV_*, param) once, now or later;
+ *  - data_line(): each line of the message when it registered
+ *    MSD_FP_DATA_LINE (the Received header first, dot-stuffed, "." last);
+ *    answer with any number of filter_dataline() and a final ".";
+ *  - session_end(): the session is gone; forget it.
+ *
+ * The host answers the client with 451 if a filter does not answer
+ * within the filter timeout.  Calls never overlap; a module never blocks
+ * in them (tables through host->table_match).  Every op but open may be
+ * NULL.
+ */
+struct msd_filter_ops {
+	uint32_t	size;
+	int	(*open)(const struct msd_host *, msd_filter *self,
+		    const char *name, uint32_t argc, const char *const *argv,
+		    void **inst, msd_result *err);
+	void	(*close)(void *inst);
+	void	(*report)(void *inst, uint64_t sid, uint32_t event,
+		    uint32_t nfields, const char *const *fields);
+	void	(*request)(void *inst, uint64_t sid, uint64_t token,
+		    uint32_t phase, const char *param);
+	void	(*data_line)(void *inst, uint64_t sid, uint64_t token,
+		    const char *line, size_t len);
+	void	(*session_end)(void *inst, uint64_t sid);
+};
+#endif
+
 /*
  * The descriptor returned by a module's entry function.
  */
@@ -274,6 +406,9 @@ struct msd_module {
 #define MSD_MDA_OPS_SIZE	((uint32_t)sizeof(struct msd_mda_ops))
 #if MSD_ABI_TARGET_MINOR >= 3
 #define MSD_TABLE_OPS_SIZE	((uint32_t)sizeof(struct msd_table_ops))
+#endif
+#if MSD_ABI_TARGET_MINOR >= 4
+#define MSD_FILTER_OPS_SIZE	((uint32_t)sizeof(struct msd_filter_ops))
 #endif
 
 typedef const struct msd_module *msd_entry_fn(uint16_t host_major,

@@ -15,12 +15,14 @@
  *                    envelope field MSD_ENV_CREATION.
  *   1.2  2026-11-22  envelope field MSD_ENV_MDA_RCPT (the LMTP RCPT TO).
  *   1.3  2026-11-22  table backends: msd_table_ops, MSD_TS_* services.
+ *   1.4  2026-11-23  filters: msd_filter_ops, MSD_FE_/MSD_FP_/MSD_FV_*,
+ *                    msd_host.filter_* and table_match, MSD_PENDING.
  */
 #ifndef MSD_VERSION_H
 #define MSD_VERSION_H
 
 #define MSD_ABI_MAJOR	1
-#define MSD_ABI_MINOR	3
+#define MSD_ABI_MINOR	4
 
 /*
  * A module may be compiled for an older minor by defining MSD_ABI_TARGET_MINOR

@@ -29,6 +29,15 @@
 #define TESTMOD(dir)	TOP_BUILDDIR "/tests/modules/" dir "/.libs/maildir.so"
 #define FS_SO		TOP_BUILDDIR "/modules/queue/fs/.libs/fs.so"
 #define MAILDIR_SO	TOP_BUILDDIR "/modules/mda/maildir/.libs/maildir.so"
+#define BUILTIN_SO	TOP_BUILDDIR "/modules/filter/builtin/.libs/builtin.so"
+
+/* 1.4 appended to msd_host; what was there keeps its place. */
+_Static_assert(offsetof(struct msd_host, filter_register) ==
+    offsetof(struct msd_host, query) + sizeof(void *),
+    "msd_host grows at its end");
+_Static_assert(offsetof(struct msd_host, table_match) ==
+    offsetof(struct msd_host, filter_register) + 4 * sizeof(void *),
+    "the 1.4 host services in their order");
 
 static char	 root[PATH_MAX];		/* scratch directory */
 static char	 logbuf[8192];			/* last captured stderr */
@@ -155,6 +164,10 @@ cleanup(void)
 
 /* ------------------------------------------------------------ the ABI */
 
+#define STR(x)		#x
+#define XSTR(x)		STR(x)
+#define HOST_ABI	XSTR(MSD_ABI_MAJOR) "." XSTR(MSD_ABI_MINOR)
+
 static void
 test_abi_refusals(void)
 {
@@ -166,7 +179,7 @@ test_abi_refusals(void)
 	log = capture_end();
 	ok(m == NULL, "a module built for ABI 2.0 is refused");
 	ok(strstr(log, "module " TESTMOD("abi2") ": built for ABI 2.0, "
-	    "this host is 1.3") != NULL && count_lines(log) == 1,
+	    "this host is " HOST_ABI) != NULL && count_lines(log) == 1,
 	    "one log line names the file and both versions");
 	if (m != NULL || count_lines(log) != 1)
 		fprintf(stderr, "# log: %s", log);
@@ -693,6 +706,45 @@ test_maildir(void)
 	result_reset(&res);
 }
 
+/* The filter kind: ops copied and checked, open() parses its arguments. */
+static void
+test_filter_kind(void)
+{
+	const struct msd_filter_ops	*ops;
+	struct msd_result		 res;
+	struct module			*m;
+	const char *const		 bad[] = { "phase", "helo", "match",
+					    "src", "reject", "550 no" };
+	const char *const		 good[] = { "phase", "rcpt-to", "match",
+					    "!", "rcpt-to", "regex", "<t>", "junk" };
+	void				*inst = NULL;
+
+	memset(&res, 0, sizeof(res));
+	m = module_load_file(BUILTIN_SO, MSD_KIND_FILTER, "builtin");
+	ok(m != NULL && m->desc.abi_minor == 4, "the builtin filter module "
+	    "loads as a 1.4 filter");
+	if (m == NULL || (ops = module_ops(m, sizeof(*ops))) == NULL) {
+		ok(0, "no filter ops");
+		return;
+	}
+	ok(ops->open != NULL && ops->request != NULL && ops->report != NULL &&
+	    ops->data_line == NULL, "its ops table is copied as declared");
+	ok(m->host->filter_register != NULL && m->host->table_match != NULL,
+	    "the host has the 1.4 filter services");
+	ok(ops->open(m->host, NULL, "f", 6, bad, &inst, &res) != MSD_OK &&
+	    res.failed && strcmp(res.error, "condition src needs a <table>") ==
+	    0, "bad arguments: refused with the reason");
+	result_reset(&res);
+	ok(ops->open(m->host, NULL, "f", 8, good, &inst, &res) == MSD_OK &&
+	    inst != NULL, "good arguments open an instance (no services here:"
+	    " registering is a no-op)");
+	if (inst != NULL)
+		ops->close(inst);
+	ok(m->host->table_match("t", MSD_TS_STRING, "x", NULL, NULL) ==
+	    MSD_TEMPFAIL, "table_match without a configuration: TEMPFAIL");
+	result_reset(&res);
+}
+
 int
 main(void)
 {
@@ -710,6 +762,7 @@ main(void)
 	test_host();
 	test_fs();
 	test_maildir();
+	test_filter_kind();
 
 	cleanup();
 	return tap_done();

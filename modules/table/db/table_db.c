@@ -79,7 +79,7 @@ static void	 tdb_error(struct dbload *, const char *, ...)
 static void
 tdb_error(struct dbload *l, const char *fmt, ...)
 {
-	char	 msg[TDB_ERR_MAX], buf[TDB_ERR_MAX + PATH_MAX];
+	char	 msg[TDB_ERR_MAX], buf[TDB_ERR_MAX + PATH_MAX + 2];	/* ": " */
 	va_list	 ap;
 
 	va_start(ap, fmt);
