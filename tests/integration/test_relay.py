@@ -164,7 +164,8 @@ def relay(name, action, extra=""):
     text = RELAY_CONFIG + extra + action + \
         'match from any for domain "example.test" action "out"\n' \
         'match from any for domain "other.test" action "out"\n' \
-        'match from any for domain "nullmx.test" action "out"\n'
+        'match from any for domain "nullmx.test" action "out"\n' \
+        'match from any for domain "backup.test" action "out"\n'
     return h.Daemon(name, text).start()
 
 
@@ -245,7 +246,11 @@ MX_RECORDS = ("--mx-host=example.test,mx1.example.test,10",
               "--mx-host=example.test,mx2.example.test,20",
               "--host-record=mx1.example.test,127.0.0.2",
               "--host-record=mx2.example.test,127.0.0.3",
-              "--mx-host=nullmx.test,.,0")
+              "--mx-host=nullmx.test,.,0",
+              "--mx-host=backup.test,mx1.example.test,10",
+              "--mx-host=backup.test,mx2.example.test,20",
+              "--mx-host=backup.test,mx3.example.test,30",
+              "--host-record=mx3.example.test,127.0.0.4")
 
 
 def test_mx_fallback():
@@ -297,6 +302,38 @@ def test_mx_down_bounce():
         dns.stop()
 
 
+def test_backup_mx():
+    """`backup mx NAME`: only exchangers preferred to NAME are tried; with
+    the best one down the message waits rather than going to a worse MX"""
+    if not h.in_netns():
+        print("skipped: needs the test's own network namespace (port 25)")
+        return
+    dns = DNS(*MX_RECORDS)
+    try:
+        worse = ScriptedServer(host="127.0.0.4", port=25)
+        r = relay("relay-backup", 'action "out" relay backup mx "mx2.example.test"\n')
+        send(r, ["bob@backup.test"], subject="backup")
+        r.wait_log(r'to=<bob@backup.test> .*result="TempFail"', 30)
+        log = r.log_text()
+        assert "mta connecting address=smtp://127.0.0.2:25" in log, r.log_tail()
+        assert "127.0.0.3:25" not in log and "127.0.0.4:25" not in log and \
+            worse.connections == 0, "a backup MX relayed to an MX not better than itself"
+        assert r.envelopes(), "the message left the queue"
+        worse.close()
+    finally:
+        dns.stop()
+
+
+def test_smarthost_ipv6():
+    """a smarthost on [::1]: delivered over IPv6"""
+    sink = h.Daemon("sink6", SINK_CONFIG.replace("listen on @HOST@", "listen on ::1"),
+                    host="::1", port=h.free_port(), hostname="sink6.test.example").start()
+    r = relay("relay6", 'action "out" relay host "smtp://[::1]:%d"\n' % sink.port)
+    send(r, ["bob@example.test"])
+    sink.wait_delivered(1)
+    r.wait_log(r'relay="\[::1\] \[::1\]" .*result="Ok"', 10)
+
+
 def test_partial_rcpt():
     """next hop refuses one recipient for good and one for now: the first
     bounces at once, the second stays queued, the third is delivered"""
@@ -345,5 +382,6 @@ def test_connection_reuse():
 
 
 if __name__ == "__main__":
-    h.run_checks([test_smarthost_plain, test_smarthost_tls_auth, test_mx_fallback,
-                  test_mx_down_bounce, test_partial_rcpt, test_connection_reuse])
+    h.run_checks([test_smarthost_plain, test_smarthost_tls_auth, test_smarthost_ipv6,
+                  test_mx_fallback, test_mx_down_bounce, test_backup_mx, test_partial_rcpt,
+                  test_connection_reuse])
