@@ -147,7 +147,6 @@ struct route_req {
 	size_t			 pending;
 	struct route_host	 hosts[ROUTE_MAX_HOSTS];
 	size_t			 nhosts;
-	uint32_t		 nmx;
 	int			 tempfail;	/* some lookup failed for now */
 	char			 error[512];
 };
@@ -424,7 +423,7 @@ route_url(struct route_req *r)
 	int	 rc;
 
 	if (r->a->host != NULL) {
-		if (relay_url_parse(r->a->host, &r->url) == -1)
+		if (relay_url_parse(r->a->host, &r->url) != RELAY_URL_OK)
 			return -1;
 		r->have_url = 1;
 		return 0;
@@ -442,7 +441,7 @@ route_url(struct route_req *r)
 	}
 	if (rc == 0)
 		return 0;		/* not listed: by MX */
-	if (relay_url_parse(value, &r->url) == -1) {
+	if (relay_url_parse(value, &r->url) != RELAY_URL_OK) {
 		route_fail(r, LKA_TEMPFAIL, "table %s: bad relay URL for %s",
 		    r->a->domain->name, r->domain);
 		return 1;

@@ -108,27 +108,23 @@ task_free(struct mta_task *t)
 	free(t);
 }
 
+void
+mta_task_fail(struct mta_task *t, int status, const char *text,
+    const char *relay)
+{
+	size_t	 i;
+
+	for (i = 0; i < t->nrcpt; i++)
+		mta_rcpt_result(t, &t->rcpts[i], status, text, relay);
+	task_free(t);
+}
+
 /* Whatever got no answer is tried again later. */
 void
 mta_task_done(struct mta_task *t)
 {
-	size_t	 i;
-
-	for (i = 0; i < t->nrcpt; i++)
-		mta_rcpt_result(t, &t->rcpts[i], DELIVERY_TEMPFAIL,
-		    "relay session ended before this recipient was done",
-		    NULL);
-	task_free(t);
-}
-
-static void
-task_fail(struct mta_task *t, int status, const char *text)
-{
-	size_t	 i;
-
-	for (i = 0; i < t->nrcpt; i++)
-		mta_rcpt_result(t, &t->rcpts[i], status, text, NULL);
-	task_free(t);
+	mta_task_fail(t, DELIVERY_TEMPFAIL,
+	    "relay session ended before this recipient was done", NULL);
 }
 
 /* Every waiting task of the route gets the same answer. */
@@ -140,7 +136,7 @@ route_fail(struct mta_route *r, int status, const char *text)
 	while ((t = TAILQ_FIRST(&r->tasks))) {
 		TAILQ_REMOVE(&r->tasks, t, entry);
 		r->ntasks--;
-		task_fail(t, status, text);
+		mta_task_fail(t, status, text, NULL);
 	}
 }
 

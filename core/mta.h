@@ -68,13 +68,15 @@ struct mta_route {
 	char			*auth;		/* "user:password" or NULL */
 	struct mta_host		*hosts;
 	size_t			 nhosts;
-	size_t			 start;		/* next session's first host */
 };
 
 /* mta.c, for the sessions */
 struct mta_task *mta_next_task(struct mta_route *);
 void	mta_rcpt_result(struct mta_task *, struct mta_rcpt *, int status,
 	    const char *text, const char *relay);
+/* Every recipient not answered yet gets status; then the task goes. */
+void	mta_task_fail(struct mta_task *, int status, const char *text,
+	    const char *relay);
 void	mta_task_done(struct mta_task *);
 void	mta_session_ready(struct mta_route *);
 void	mta_session_idle(struct mta_route *, struct mta_session *);
@@ -84,6 +86,5 @@ void	mta_session_closed(struct mta_route *, struct mta_session *,
 /* mta_session.c */
 void	mta_session_start(struct mta_route *);
 void	mta_session_wake(struct mta_session *);
-void	mta_session_shutdown(struct mta_session *);
 
 #endif /* MTA_H */

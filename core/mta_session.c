@@ -162,14 +162,9 @@ sess_free(struct mta_sess_state *st)
 static void
 task_abort(struct mta_sess_state *st, int status, const char *text)
 {
-	struct mta_task	*t = st->task;
-	size_t		 i;
-
-	if (t == NULL)
+	if (st->task == NULL)
 		return;
-	for (i = 0; i < t->nrcpt; i++)
-		mta_rcpt_result(t, &t->rcpts[i], status, text, st->relay);
-	mta_task_done(t);
+	mta_task_fail(st->task, status, text, st->relay);
 	st->task = NULL;
 }
 
@@ -369,6 +364,17 @@ sess_auth(struct mta_sess_state *st)
 	explicit_bzero(b64, sizeof(b64));
 }
 
+/* Greeted (and authenticated): the route may count on this session. */
+static void
+sess_ready(struct mta_sess_state *st)
+{
+	if (!st->ready) {
+		st->ready = 1;
+		mta_session_ready(st->r);
+	}
+	sess_next_task(st);
+}
+
 /* After EHLO (and TLS): on to AUTH or to mail. */
 static void
 sess_greeted(struct mta_sess_state *st)
@@ -396,11 +402,7 @@ sess_greeted(struct mta_sess_state *st)
 		sess_auth(st);
 		return;
 	}
-	if (!st->ready) {
-		st->ready = 1;
-		mta_session_ready(st->r);
-	}
-	sess_next_task(st);
+	sess_ready(st);
 }
 
 static int
@@ -459,11 +461,7 @@ on_handshake_reply(struct mta_sess_state *st, int code, const char *text)
 		}
 		log_info("%016" PRIx64 " mta authenticated relay=\"%s\"",
 		    st->id, st->relay);
-		if (!st->ready) {
-			st->ready = 1;
-			mta_session_ready(st->r);
-		}
-		sess_next_task(st);
+		sess_ready(st);
 		return;
 	default:
 		fatalx("mta: handshake reply in state %d", st->state);
@@ -752,6 +750,16 @@ mta_session_wake(struct mta_session *s)
 
 /* ------------------------------------------------------------ replies */
 
+/* st->error ends the session, or only this host's turn before mail. */
+static void
+sess_fail(struct mta_sess_state *st)
+{
+	if (st->ready)
+		sess_close(st, 0, st->error);
+	else
+		host_failed(st, "%s", st->error);
+}
+
 static void
 on_reply(struct mta_sess_state *st, int code, const char *text)
 {
@@ -794,9 +802,9 @@ on_reply(struct mta_sess_state *st, int code, const char *text)
 /*
  * One reply line: "ddd-text" continues, "ddd text" or "ddd" ends.  The
  * capabilities of EHLO are read off each line; the last line is the text
- * reported for the reply.  Returns 0 to go on, -1 when st is gone.
+ * reported for the reply.
  */
-static int
+static void
 on_line(struct mta_sess_state *st, const char *line, size_t len)
 {
 	int	 code;
@@ -808,19 +816,15 @@ on_line(struct mta_sess_state *st, const char *line, size_t len)
 	    line[0] < '2' || line[0] > '5') {
 		snprintf(st->error, sizeof(st->error), "bad reply from %s: "
 		    "\"%.100s\"", st->relay, line);
-		if (st->ready)
-			sess_close(st, 0, st->error);
-		else
-			host_failed(st, "%s", st->error);
-		return -1;
+		sess_fail(st);
+		return;
 	}
 	if (st->state == MS_EHLO && line[0] == '2' && len > 4)
 		ehlo_capability(st, line + 4);
 	if (len > 3 && line[3] == '-')
-		return 0;
+		return;
 	code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
 	on_reply(st, code, line);
-	return 0;
 }
 
 static void
@@ -844,17 +848,14 @@ sess_read(struct bufferevent *bev, void *arg)
 		}
 		if (log_verbose)
 			log_debug("%016" PRIx64 " mta <<< %s", st->id, line);
-		(void)on_line(st, line, len);
+		on_line(st, line, len);
 		free(line);
 	}
 	if (!st->dead && st->bev == bev &&
 	    evbuffer_get_length(in) > MTA_REPLY_MAX) {
 		snprintf(st->error, sizeof(st->error), "reply line too long "
 		    "from %s", st->relay);
-		if (st->ready)
-			sess_close(st, 0, st->error);
-		else
-			host_failed(st, "%s", st->error);
+		sess_fail(st);
 	}
 	st->busy = 0;
 	if (st->dead)

@@ -258,47 +258,34 @@ cf_action_option(struct parser *p, struct action *a, const char *opt,
 	return 0;
 }
 
-/* scheme://[label@]host[:port] as smtpd.conf(5) lists the schemes. */
+/* scheme://[label@]host[:port], read as the relay will read it. */
 static int
 check_relay_url(struct parser *p, const struct action *a)
 {
-	static const char *const schemes[] = {
-		"smtp", "smtp+tls", "smtp+notls", "smtps", "lmtp",
-	};
-	const char	*u = a->host, *sep, *host, *port;
-	size_t		 i, n;
+	struct relay_url	 url;
+	const char		*u = a->host;
 
-	if ((sep = strstr(u, "://")) != NULL) {
-		n = sep - u;
-		for (i = 0; i < 5; i++)
-			if (strlen(schemes[i]) == n &&
-			    strncmp(u, schemes[i], n) == 0)
-				break;
-		if (i == 5)
-			return cf_err_at(p, a->file, a->line, "action \"%s\": "
-			    "unknown scheme in relay URL \"%s\" (expected "
-			    "smtp, smtp+tls, smtp+notls, smtps or lmtp)",
-			    a->name, u);
-		host = sep + 3;
-	} else
-		host = u;
-	if ((sep = strrchr(host, '@')) != NULL)
-		host = sep + 1;
-	port = host[0] == '[' ? strstr(host, "]:") : strrchr(host, ':');
-	if (port != NULL)
-		port += host[0] == '[' ? 2 : 1;
-	if (*host == '\0' || *host == ':')
+	switch (relay_url_parse(u, &url)) {
+	case RELAY_URL_OK:
+		break;
+	case RELAY_URL_SCHEME:
+		return cf_err_at(p, a->file, a->line, "action \"%s\": "
+		    "unknown scheme in relay URL \"%s\" (expected "
+		    "smtp, smtp+tls, smtp+notls, smtps or lmtp)", a->name, u);
+	case RELAY_URL_HOST:
 		return cf_err_at(p, a->file, a->line, "action \"%s\": relay "
 		    "URL \"%s\" has no host", a->name, u);
-	if (port != NULL && (strspn(port, "0123456789") != strlen(port) ||
-	    *port == '\0' || atoi(port) < 1 || atoi(port) > 65535 ||
-	    strlen(port) > 5))
+	case RELAY_URL_PORT:
 		return cf_err_at(p, a->file, a->line, "action \"%s\": relay "
 		    "URL \"%s\": invalid port", a->name, u);
-	if (strncmp(u, "lmtp://", 7) == 0 && port == NULL)
+	case RELAY_URL_LMTP_PORT:
 		return cf_err_at(p, a->file, a->line, "action \"%s\": relay "
 		    "URL \"%s\": lmtp needs a port", a->name, u);
-	if (strncmp(u, "smtp+notls://", 13) == 0 && a->tls)
+	case RELAY_URL_LABEL:
+		return cf_err_at(p, a->file, a->line, "action \"%s\": relay "
+		    "URL \"%s\": label too long", a->name, u);
+	}
+	if (url.scheme == RELAY_SMTP_NOTLS && a->tls)
 		return cf_err_at(p, a->file, a->line, "action \"%s\": tls "
 		    "cannot be required with smtp+notls://", a->name);
 	return 0;

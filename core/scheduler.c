@@ -172,9 +172,13 @@ dispatch_relay(struct sched_ev *s, int fd)
 	size_t		 nb = 0, i;
 	char		*json;
 
+	/*
+	 * A message's envelopes are queued one after the other: look along
+	 * that run only, never through the whole ready list per message.
+	 */
 	batch[nb++] = s;
-	for (n = TAILQ_FIRST(&ready_relay); n && nb < SCHED_RELAY_BATCH;
-	    n = next) {
+	for (n = TAILQ_FIRST(&ready_relay); n && nb < SCHED_RELAY_BATCH &&
+	    n->ev.msgid == s->ev.msgid; n = next) {
 		next = TAILQ_NEXT(n, entry);
 		if (same_route(s, n)) {
 			TAILQ_REMOVE(&ready_relay, n, entry);

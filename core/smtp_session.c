@@ -429,6 +429,16 @@ param_unsupported(struct smtp_session *s, const char *p)
 	    " option %.100s", p);
 }
 
+/* A parameter a DSN parser did not take: bad (r == -1) or unknown. */
+static void
+param_refuse(struct smtp_session *s, const char *p, int r, const char *err)
+{
+	if (r == -1)
+		smtp_reply(s, "501 5.5.4 Invalid command arguments: %s", err);
+	else
+		param_unsupported(s, p);
+}
+
 /* A DSN parameter of MAIL: 1 taken, 0 not one, -1 bad (err says why). */
 static int
 mail_dsn_param(struct smtp_session *s, const char *p, char *err,
@@ -499,11 +509,7 @@ rcpt_params(struct smtp_session *s, char *params)
 	while ((p = next_param(&params))) {
 		if ((r = rcpt_dsn_param(s, p, err, sizeof(err))) == 1)
 			continue;
-		if (r == -1)
-			smtp_reply(s, "501 5.5.4 Invalid command arguments: %s",
-			    err);
-		else
-			param_unsupported(s, p);
+		param_refuse(s, p, r, err);
 		return -1;
 	}
 	return 0;
@@ -574,11 +580,7 @@ mail_params(struct smtp_session *s, char *params)
 			continue;
 		if ((r = mail_dsn_param(s, p, err, sizeof(err))) == 1)
 			continue;
-		if (r == -1)
-			smtp_reply(s, "501 5.5.4 Invalid command arguments: %s",
-			    err);
-		else
-			param_unsupported(s, p);
+		param_refuse(s, p, r, err);
 		return -1;
 	}
 	return 0;

@@ -695,7 +695,16 @@ struct relay_url {
 	char			 host[256];
 	uint16_t		 port;
 };
-int	 relay_url_parse(const char *, struct relay_url *);	/* 0 or -1 */
+/* What relay_url_parse() found wrong. */
+enum relay_url_error {
+	RELAY_URL_OK,
+	RELAY_URL_SCHEME,	/* not one of the five */
+	RELAY_URL_HOST,		/* none, too long, or an unclosed '[' */
+	RELAY_URL_PORT,		/* not 1..65535 */
+	RELAY_URL_LMTP_PORT,	/* lmtp without one */
+	RELAY_URL_LABEL,	/* too long */
+};
+enum relay_url_error relay_url_parse(const char *, struct relay_url *);
 const char *relay_scheme_name(enum relay_scheme);
 /* "1h2m3s" for a number of seconds, into buf. */
 const char *duration_text(time_t, char *buf, size_t len);

@@ -420,7 +420,7 @@ relay_url_scheme(const char *u, size_t n, struct relay_url *url)
 	return -1;
 }
 
-int
+enum relay_url_error
 relay_url_parse(const char *u, struct relay_url *url)
 {
 	const char	*sep, *host, *port = NULL, *end;
@@ -432,42 +432,42 @@ relay_url_parse(const char *u, struct relay_url *url)
 	url->scheme = RELAY_SMTP;
 	if ((sep = strstr(u, "://")) != NULL) {
 		if (relay_url_scheme(u, sep - u, url) == -1)
-			return -1;
+			return RELAY_URL_SCHEME;
 		u = sep + 3;
 	}
 	if ((sep = strrchr(u, '@')) != NULL) {
 		if ((size_t)(sep - u) >= sizeof(url->label))
-			return -1;
+			return RELAY_URL_LABEL;
 		memcpy(url->label, u, sep - u);
 		u = sep + 1;
 	}
 	host = u;
 	if (*host == '[') {
 		if ((end = strchr(host, ']')) == NULL)
-			return -1;
+			return RELAY_URL_HOST;
 		end++;
 		if (*end == ':')
 			port = end + 1;
 		else if (*end != '\0')
-			return -1;
+			return RELAY_URL_PORT;
 	} else if ((end = strchr(host, ':')) != NULL)
 		port = end + 1;
 	else
 		end = host + strlen(host);
 	hlen = end - host;
 	if (hlen == 0 || hlen >= sizeof(url->host))
-		return -1;
+		return RELAY_URL_HOST;
 	memcpy(url->host, host, hlen);
 	if (port != NULL) {
 		n = strtol(port, &e, 10);
 		if (*port == '\0' || *e != '\0' || n < 1 || n > 65535)
-			return -1;
+			return RELAY_URL_PORT;
 		url->port = n;
 	} else if (url->scheme == RELAY_LMTP)
-		return -1;
+		return RELAY_URL_LMTP_PORT;
 	else
 		url->port = url->scheme == RELAY_SMTPS ? 465 : 25;
-	return 0;
+	return RELAY_URL_OK;
 }
 
 /* An uppercase hex digit's value, -1 otherwise (xtext allows no others). */
