@@ -171,11 +171,6 @@ unavailable_action(struct unavail *u, const struct action *a)
 {
 	if (a->method != A_RELAY)
 		return;
-	if (a->src != NULL)
-		unavailable(u, a->file, a->line, "relay source addresses (src)");
-	if (a->helo_src != NULL)
-		unavailable(u, a->file, a->line,
-		    "per-source HELO names (helo-src)");
 	if (a->srs)
 		unavailable(u, a->file, a->line,
 		    "the Sender Rewriting Scheme (srs)");

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <ares.h>
 #include <event2/event.h>
@@ -29,6 +30,8 @@
 #define DNS_TIMEOUT_MS	5000		/* per try, per server */
 #define DNS_TRIES	2
 #define ROUTE_MAX_HOSTS	32		/* addresses handed to the smtp role */
+#define ROUTE_MAX_SRC	16		/* `src` addresses per route */
+#define HELO_MAX	256
 
 static ares_channel	 channel;
 static struct event	*dns_timer;
@@ -130,8 +133,17 @@ dns_init(void)
 
 struct route_host {
 	uint32_t		 pref;
+	uint32_t		 tie;		/* shuffles MX of equal pref */
+	uint32_t		 seq;		/* the resolver's order */
 	char			 name[256];
 	struct sockaddr_storage	 ss;
+	char			 helo[HELO_MAX]; /* helo-src, without src */
+};
+
+/* A local address to connect from (`src`) and its HELO (`helo-src`). */
+struct route_src {
+	struct sockaddr_storage	 ss;
+	char			 helo[HELO_MAX];
 };
 
 struct route_req {
@@ -143,12 +155,18 @@ struct route_req {
 	struct relay_url	 url;
 	int			 have_url;
 	char			*auth;		/* "user:password" */
+	uint32_t		 salt;		/* this request's MX shuffle */
 	/* MX names still being resolved, then the addresses found */
 	size_t			 pending;
 	struct route_host	 hosts[ROUTE_MAX_HOSTS];
 	size_t			 nhosts;
 	int			 tempfail;	/* some lookup failed for now */
 	char			 error[512];
+	/* then the local side: src addresses, helo-src names */
+	int			 phase;		/* 1: hosts known */
+	int			 have_srcs;
+	struct route_src	 srcs[ROUTE_MAX_SRC];
+	size_t			 nsrc;
 };
 
 static void	route_step(void *);
@@ -163,16 +181,38 @@ route_free(struct route_req *r)
 	free(r);
 }
 
+/*
+ * Preference order; MX hosts of equal preference in a random order
+ * (RFC 5321 5.1) so the load spreads; the addresses of one host in the
+ * resolver's order.  qsort is not stable: seq keeps that order.
+ */
 static int
 host_cmp(const void *a, const void *b)
 {
 	const struct route_host *x = a, *y = b;
 
-	return x->pref < y->pref ? -1 : x->pref > y->pref;
+	if (x->pref != y->pref)
+		return x->pref < y->pref ? -1 : 1;
+	if (x->tie != y->tie)
+		return x->tie < y->tie ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* The same for every address of one name, random from one request on. */
+static uint32_t
+host_tie(const struct route_req *r, const char *name)
+{
+	uint32_t	 h = 2166136261u ^ r->salt;
+
+	for (; *name; name++) {
+		h ^= (unsigned char)tolower((unsigned char)*name);
+		h *= 16777619u;
+	}
+	return h ^ (h >> 15);
 }
 
 static void
-route_answer(struct route_req *r, uint32_t status, const char *text)
+route_send(struct route_req *r, uint32_t status, const char *text)
 {
 	struct ipc_out	*o;
 	size_t		 i;
@@ -181,7 +221,6 @@ route_answer(struct route_req *r, uint32_t status, const char *text)
 		status = LKA_TEMPFAIL;
 		text = r->error[0] ? r->error : "no address for the host";
 	}
-	/* Stable: addresses of one MX keep the resolver's order. */
 	qsort(r->hosts, r->nhosts, sizeof(r->hosts[0]), host_cmp);
 	o = ipc_begin(env.peer[ROLE_SMTP], IMSG_MTA_ROUTE_RESULT);
 	ipc_put_u64(o, r->reqid);
@@ -194,9 +233,30 @@ route_answer(struct route_req *r, uint32_t status, const char *text)
 		ipc_put_u32(o, r->hosts[i].pref);
 		ipc_put_str(o, r->hosts[i].name);
 		ipc_put_data(o, &r->hosts[i].ss, sizeof(r->hosts[i].ss));
+		ipc_put_str(o, r->hosts[i].helo[0] ? r->hosts[i].helo : NULL);
+	}
+	ipc_put_u32(o, status == LKA_OK ? r->nsrc : 0);
+	for (i = 0; status == LKA_OK && i < r->nsrc; i++) {
+		ipc_put_data(o, &r->srcs[i].ss, sizeof(r->srcs[i].ss));
+		ipc_put_str(o, r->srcs[i].helo[0] ? r->srcs[i].helo : NULL);
 	}
 	ipc_end(o, -1);
 	route_free(r);
+}
+
+static void	route_local(struct route_req *);
+
+/* With the hosts known, the local side (`src`, `helo-src`) comes next. */
+static void
+route_answer(struct route_req *r, uint32_t status, const char *text)
+{
+	if (status == LKA_OK && r->nhosts > 0 && r->phase == 0 &&
+	    (r->a->src != NULL || r->a->helo_src != NULL)) {
+		r->phase = 1;
+		route_local(r);
+		return;
+	}
+	route_send(r, status, text);
 }
 
 static void
@@ -224,9 +284,11 @@ add_addr(struct route_req *r, uint32_t pref, const char *name,
 
 	if (r->nhosts >= ROUTE_MAX_HOSTS || len > sizeof(h->ss))
 		return;
-	h = &r->hosts[r->nhosts++];
+	h = &r->hosts[r->nhosts];
 	memset(h, 0, sizeof(*h));
+	h->seq = r->nhosts++;
 	h->pref = pref;
+	h->tie = host_tie(r, name);
 	msd_strlcpy(h->name, name, sizeof(h->name));
 	memcpy(&h->ss, sa, len);
 	if (sa->sa_family == AF_INET)
@@ -481,6 +543,131 @@ route_auth(struct route_req *r)
 	return 0;
 }
 
+/* ----------------------------------------------- the local side */
+
+/*
+ * `src <t>`: the addresses to connect from, fetched in turn from the
+ * table until it wraps around.  0 when done, 1 when waiting or failed.
+ */
+static int
+route_src_list(struct route_req *r)
+{
+	char		 value[256], first[256] = "";
+	unsigned	 i;
+	size_t		 j;
+	int		 rc;
+
+	if (r->a->src == NULL || r->have_srcs)
+		return 0;
+	for (i = 0; i < ROUTE_MAX_SRC; i++) {
+		rc = table_cache_fetch(r->cache, r->a->src, K_SOURCE, i,
+		    value, sizeof(value));
+		if (rc == TABLE_BLOCKED)
+			return 1;
+		if (rc == -1) {
+			route_fail(r, LKA_TEMPFAIL, "table %s: cannot list "
+			    "the source addresses", r->a->src->name);
+			return 1;
+		}
+		if (rc == 0 || (i > 0 && strcmp(value, first) == 0))
+			break;
+		if (i == 0)
+			msd_strlcpy(first, value, sizeof(first));
+		if (!addr_literal(value, &r->srcs[r->nsrc].ss)) {
+			log_warnx("dns: table %s: source \"%s\" is not an "
+			    "address, skipped", r->a->src->name, value);
+			continue;
+		}
+		for (j = 0; j < r->nsrc; j++)
+			if (memcmp(&r->srcs[j].ss, &r->srcs[r->nsrc].ss,
+			    sizeof(r->srcs[j].ss)) == 0)
+				break;
+		if (j == r->nsrc)
+			r->nsrc++;
+	}
+	if (r->nsrc == 0) {
+		route_fail(r, LKA_TEMPFAIL, "table %s has no source address",
+		    r->a->src->name);
+		return 1;
+	}
+	r->have_srcs = 1;
+	return 0;
+}
+
+/*
+ * Without `src` the kernel picks the local address: the one a UDP socket
+ * connected to the host gets is the one TCP will use (same routing).
+ */
+static int
+local_addr_for(const struct sockaddr_storage *dst, char *buf, size_t len)
+{
+	struct sockaddr_storage	 ss;
+	socklen_t		 sl = sizeof(ss);
+	int			 fd, ok = 0;
+
+	if ((fd = socket(dst->ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0)) == -1)
+		return 0;
+	if (connect(fd, (const struct sockaddr *)dst,
+	    dst->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
+	    sizeof(struct sockaddr_in)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+		msd_strlcpy(buf, ss_to_text(&ss), len);
+		ok = 1;
+	}
+	close(fd);
+	return ok;
+}
+
+/* `helo-src <t>`: the name for one local address; 1 when waiting. */
+static int
+route_helo_one(struct route_req *r, const char *addr, char *helo,
+    size_t len)
+{
+	int	 rc;
+
+	rc = addrname_lookup(r->cache, r->a->helo_src, addr, helo, len);
+	if (rc == TABLE_BLOCKED)
+		return 1;
+	if (rc == -1) {
+		route_fail(r, LKA_TEMPFAIL, "table %s: temporary failure "
+		    "looking up the HELO name of %s", r->a->helo_src->name,
+		    addr);
+		return 1;
+	}
+	if (rc == 0)
+		helo[0] = '\0';	/* the action's helo or our name */
+	return 0;
+}
+
+static int
+route_helo_names(struct route_req *r)
+{
+	char	 addr[INET6_ADDRSTRLEN];
+	size_t	 i;
+
+	if (r->a->helo_src == NULL)
+		return 0;
+	for (i = 0; i < r->nsrc; i++)
+		if (route_helo_one(r, ss_to_text(&r->srcs[i].ss),
+		    r->srcs[i].helo, sizeof(r->srcs[i].helo)))
+			return 1;
+	for (i = 0; r->nsrc == 0 && i < r->nhosts; i++)
+		if (local_addr_for(&r->hosts[i].ss, addr, sizeof(addr)) &&
+		    route_helo_one(r, addr, r->hosts[i].helo,
+		    sizeof(r->hosts[i].helo)))
+			return 1;
+	return 0;
+}
+
+/* Runs again, from here, each time a blocked table answer arrives. */
+static void
+route_local(struct route_req *r)
+{
+	if (route_src_list(r) != 0 || route_helo_names(r) != 0)
+		return;
+	route_send(r, LKA_OK, NULL);
+}
+
 /* Runs again each time a blocked table answer arrives. */
 static void
 route_step(void *arg)
@@ -488,6 +675,10 @@ route_step(void *arg)
 	struct route_req	*r = arg;
 	int			 rc;
 
+	if (r->phase == 1) {
+		route_local(r);
+		return;
+	}
 	if ((rc = route_url(r)) != 0) {
 		if (rc == -1)
 			route_fail(r, LKA_TEMPFAIL, "bad relay URL");
@@ -522,6 +713,7 @@ dns_route_request(struct ipc_msg *m)
 		fatalx("dns: route for an unknown relay action");
 	msd_strlcpy(r->domain, domain, sizeof(r->domain));
 	lowercase(r->domain);
+	r->salt = msd_random();
 	r->cache = table_cache_new(route_step, r);
 	route_step(r);
 }

@@ -45,29 +45,43 @@ hostname_valid(const char *name)
 	return 1;
 }
 
+/*
+ * A host name for one of our addresses from an addrname table
+ * (`hostnames`, `helo-src`): 1, 0 (none, or not a host name), -1, or
+ * TABLE_BLOCKED.
+ */
+int
+addrname_lookup(struct table_cache *c, struct table *t, const char *addr,
+    char *name, size_t len)
+{
+	char	 key[INET6_ADDRSTRLEN + 8];
+	int	 r;
+
+	r = table_cache_lookup(c, t, K_ADDRNAME, addr, name, len);
+	if (r == 0 && strchr(addr, ':') != NULL) {
+		snprintf(key, sizeof(key), "IPv6:%s", addr);
+		r = table_cache_lookup(c, t, K_ADDRNAME, key, name, len);
+	}
+	if (r == 1 && !hostname_valid(name)) {
+		log_warnx("lookup: table %s: \"%s\" for %s is not a host"
+		    " name, using the default", t->name, name, addr);
+		r = 0;
+	}
+	return r;
+}
+
 /* Runs again from the start when the table's answer was not in yet. */
 static void
 hostname_run(void *arg)
 {
 	struct hostname_req	*q = arg;
 	struct ipc_out		*o;
-	char			 name[HOSTNAME_MAX], key[INET6_ADDRSTRLEN + 8];
+	char			 name[HOSTNAME_MAX];
 	int			 r;
 
-	r = table_cache_lookup(q->cache, q->table, K_ADDRNAME, q->addr,
-	    name, sizeof(name));
-	if (r == 0 && strchr(q->addr, ':') != NULL) {
-		snprintf(key, sizeof(key), "IPv6:%s", q->addr);
-		r = table_cache_lookup(q->cache, q->table, K_ADDRNAME, key,
-		    name, sizeof(name));
-	}
-	if (r == TABLE_BLOCKED)
+	if ((r = addrname_lookup(q->cache, q->table, q->addr, name,
+	    sizeof(name))) == TABLE_BLOCKED)
 		return;
-	if (r == 1 && !hostname_valid(name)) {
-		log_warnx("lookup: table %s: \"%s\" for %s is not a host"
-		    " name, using the default", q->table->name, name, q->addr);
-		r = 0;
-	}
 	o = ipc_begin(env.peer[ROLE_SMTP], IMSG_LKA_HOSTNAME_RESULT);
 	ipc_put_u64(o, q->reqid);
 	ipc_put_u32(o, r == 1 ? LKA_OK : r == 0 ? LKA_REJECT : LKA_TEMPFAIL);

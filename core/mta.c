@@ -25,9 +25,11 @@
 #define MTA_HASH		256
 #define MTA_MAX_CONN		8	/* sessions per route */
 #define MTA_ROUTE_TTL		300	/* seconds a route answer is kept */
+#define MTA_SWEEP		60	/* s between sweeps of unused routes */
 
 static struct mta_route	*routes[MTA_HASH];
 static uint64_t		 route_reqid;
+static struct event	*sweep_timer;
 
 static void	route_kick(struct mta_route *);
 
@@ -41,6 +43,44 @@ route_hash(const char *action, const char *domain)
 	for (; *domain; domain++)
 		h = h * 33 + (unsigned char)*domain;
 	return h % MTA_HASH;
+}
+
+static void
+route_free(struct mta_route *r)
+{
+	if (r->auth != NULL)
+		explicit_bzero(r->auth, strlen(r->auth));
+	free(r->auth);
+	free(r->hosts);
+	free(r->srcs);
+	free(r);
+}
+
+/*
+ * A route nobody used since its answer expired goes: a server relaying
+ * to many domains must not keep one per domain it ever wrote to.
+ */
+static void
+route_sweep(evutil_socket_t fd, short ev, void *arg)
+{
+	struct mta_route	**p, *r;
+	struct timeval		 tv = { MTA_SWEEP, 0 };
+	time_t			 now = time(NULL);
+	size_t			 h;
+
+	(void)fd;
+	(void)ev;
+	(void)arg;
+	for (h = 0; h < MTA_HASH; h++)
+		for (p = &routes[h]; (r = *p) != NULL;) {
+			if (r->ntasks == 0 && r->nconn == 0 && r->reqid == 0 &&
+			    r->expires + MTA_SWEEP < now) {
+				*p = r->next;
+				route_free(r);
+			} else
+				p = &r->next;
+		}
+	evtimer_add(sweep_timer, &tv);
 }
 
 /* A smarthost route serves every domain; an MX route one domain. */
@@ -57,6 +97,12 @@ route_get(const struct action *a, const char *domain)
 		if (strcmp(r->action, a->name) == 0 &&
 		    strcmp(r->domain, domain) == 0)
 			return r;
+	if (sweep_timer == NULL) {
+		if ((sweep_timer = evtimer_new(env.evbase, route_sweep,
+		    NULL)) == NULL)
+			fatalx("mta: evtimer_new");
+		route_sweep(-1, 0, NULL);
+	}
 	r = xcalloc(1, sizeof(*r));
 	msd_strlcpy(r->action, a->name, sizeof(r->action));
 	msd_strlcpy(r->domain, domain, sizeof(r->domain));
@@ -92,10 +138,11 @@ mta_rcpt_result(struct mta_task *t, struct mta_rcpt *rc, int status,
 	log_info("%016" PRIx64 " mta delivery evpid=%016" PRIx64 " from=<%s>"
 	    " to=<%s> rcpt=<%s> source=\"%s\" relay=\"%s\" delay=%s"
 	    " result=\"%s\" stat=\"%s\"", rc->evpid, rc->evpid, t->sender,
-	    rc->to, rc->rcpt, t->src, relay ? relay : "-",
+	    rc->to, rc->rcpt, t->src[0] ? t->src : "-", relay ? relay : "-",
 	    duration_text(time(NULL) - rc->creation, delay, sizeof(delay)),
 	    status == DELIVERY_PERMFAIL ? "PermFail" :
-	    status == DELIVERY_TEMPFAIL ? "TempFail" : "Ok", text);
+	    status == DELIVERY_TEMPFAIL || status == DELIVERY_DEFERRED ?
+	    "TempFail" : "Ok", text);
 	send_result(rc->evpid, status, text);
 }
 
@@ -191,7 +238,7 @@ mta_session_closed(struct mta_route *r, struct mta_session *s,
 	 */
 	r->expires = 0;
 	if (r->nconn == 0)
-		route_fail(r, DELIVERY_TEMPFAIL, error);
+		route_fail(r, DELIVERY_DEFERRED, error);
 }
 
 static void
@@ -236,15 +283,79 @@ route_kick(struct mta_route *r)
 	}
 }
 
+/* A host that failed a moment ago stays last in the new answer too. */
+static time_t
+host_down_until(const struct mta_route *r, const struct sockaddr_storage *ss)
+{
+	size_t	 i;
+
+	for (i = 0; i < r->nhosts; i++)
+		if (memcmp(&r->hosts[i].ss, ss, sizeof(*ss)) == 0)
+			return r->hosts[i].down_until;
+	return 0;
+}
+
+static void
+route_read_hosts(struct mta_route *r, struct ipc_msg *m, uint32_t n)
+{
+	struct mta_host	*hosts;
+	const char	*name, *helo;
+	const void	*ss;
+	size_t		 len;
+	uint32_t	 i;
+
+	hosts = n ? xcalloc(n, sizeof(*hosts)) : NULL;
+	for (i = 0; i < n; i++) {
+		hosts[i].pref = ipc_get_u32(m);
+		name = ipc_get_str(m);
+		ss = ipc_get_data(m, &len);
+		helo = ipc_get_str(m);
+		if (name == NULL || len != sizeof(hosts[i].ss))
+			fatalx("mta: bad host in route answer");
+		msd_strlcpy(hosts[i].name, name, sizeof(hosts[i].name));
+		memcpy(&hosts[i].ss, ss, len);
+		msd_strlcpy(hosts[i].helo, helo ? helo : "",
+		    sizeof(hosts[i].helo));
+		hosts[i].down_until = host_down_until(r, &hosts[i].ss);
+	}
+	free(r->hosts);
+	r->hosts = hosts;
+	r->nhosts = n;
+}
+
+static void
+route_read_srcs(struct mta_route *r, struct ipc_msg *m)
+{
+	uint32_t	 n = ipc_get_u32(m), i;
+	const char	*helo;
+	const void	*ss;
+	size_t		 len;
+
+	if (n > 1024)
+		fatalx("mta: bad route answer");
+	free(r->srcs);
+	r->srcs = n ? xcalloc(n, sizeof(*r->srcs)) : NULL;
+	r->nsrc = n;
+	for (i = 0; i < n; i++) {
+		ss = ipc_get_data(m, &len);
+		helo = ipc_get_str(m);
+		if (len != sizeof(r->srcs[i].ss))
+			fatalx("mta: bad source in route answer");
+		memcpy(&r->srcs[i].ss, ss, len);
+		msd_strlcpy(r->srcs[i].helo, helo ? helo : "",
+		    sizeof(r->srcs[i].helo));
+	}
+}
+
 static void
 route_answer(struct ipc_msg *m)
 {
 	struct mta_route	*r = NULL;
 	uint64_t		 reqid = ipc_get_u64(m);
-	uint32_t		 status = ipc_get_u32(m), n, i;
+	uint32_t		 status = ipc_get_u32(m), n;
 	const char		*text = ipc_get_str(m), *auth;
 	uint32_t		 scheme = ipc_get_u32(m);
-	size_t			 h, len;
+	size_t			 h;
 
 	auth = ipc_get_str(m);
 	n = ipc_get_u32(m);
@@ -255,26 +366,13 @@ route_answer(struct ipc_msg *m)
 	if (r == NULL || scheme > RELAY_LMTP || n > 1024)
 		fatalx("mta: bad route answer");
 	r->reqid = 0;
-	free(r->hosts);
 	if (r->auth != NULL)
 		explicit_bzero(r->auth, strlen(r->auth));
 	free(r->auth);
 	r->auth = auth ? xstrdup(auth) : NULL;
 	r->scheme = scheme;
-	r->nhosts = n;
-	r->hosts = n ? xcalloc(n, sizeof(*r->hosts)) : NULL;
-	for (i = 0; i < n; i++) {
-		const char *name;
-		const void *ss;
-
-		r->hosts[i].pref = ipc_get_u32(m);
-		name = ipc_get_str(m);
-		ss = ipc_get_data(m, &len);
-		if (name == NULL || len != sizeof(r->hosts[i].ss))
-			fatalx("mta: bad host in route answer");
-		msd_strlcpy(r->hosts[i].name, name, sizeof(r->hosts[i].name));
-		memcpy(&r->hosts[i].ss, ss, len);
-	}
+	route_read_hosts(r, m, n);
+	route_read_srcs(r, m);
 	ipc_get_end(m);
 	if (status != LKA_OK) {
 		r->expires = 0;
@@ -316,7 +414,6 @@ deliver(struct ipc_msg *m)
 			t->msgid = ev.msgid;
 			msd_strlcpy(t->sender, a->mail_from ? a->mail_from :
 			    ev.sender, sizeof(t->sender));
-			msd_strlcpy(t->src, ev.src, sizeof(t->src));
 			t->ret = ev.dsn_ret;
 			msd_strlcpy(t->envid, ev.dsn_envid, sizeof(t->envid));
 		}

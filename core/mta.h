@@ -27,7 +27,7 @@ struct mta_task {
 	uint32_t		 msgid;
 	int			 fd;		/* the spooled message */
 	char			 sender[SMTPD_MAXADDR];
-	char			 src[128];	/* the client it came from */
+	char			 src[64];	/* our address, for the log */
 	uint32_t		 ret;		/* DSN_RET_* */
 	char			 envid[101];
 	struct mta_rcpt		*rcpts;
@@ -39,6 +39,14 @@ struct mta_host {
 	uint32_t		 pref;
 	char			 name[256];
 	struct sockaddr_storage	 ss;
+	char			 helo[256];	/* helo-src name, or "" */
+	time_t			 down_until;	/* failed: others first */
+};
+
+/* A local address to connect from (`src`) and its helo-src name. */
+struct mta_src {
+	struct sockaddr_storage	 ss;
+	char			 helo[256];
 };
 
 /* An SMTP client connection; its protocol state is mta_session.c's. */
@@ -68,6 +76,9 @@ struct mta_route {
 	char			*auth;		/* "user:password" or NULL */
 	struct mta_host		*hosts;
 	size_t			 nhosts;
+	struct mta_src		*srcs;		/* none: the kernel picks */
+	size_t			 nsrc;
+	size_t			 src_next;	/* round-robin */
 };
 
 /* mta.c, for the sessions */

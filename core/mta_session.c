@@ -37,6 +37,7 @@
 #define MTA_BODY_CHUNK		16384
 #define MTA_BODY_HIGH		(256 * 1024)	/* output buffered at most */
 #define MTA_MAX_MSGS		100	/* messages per connection */
+#define MTA_HOST_DOWN		60	/* s a failed host is tried last */
 
 enum mstate {
 	MS_CONNECT, MS_BANNER, MS_EHLO, MS_HELO, MS_STARTTLS, MS_HANDSHAKE,
@@ -52,6 +53,10 @@ struct mta_sess_state {
 	struct event		*timer;		/* idle */
 	enum mstate		 state;
 	size_t			 host;		/* index in r->hosts */
+	size_t			*order;		/* r->hosts to try, in turn */
+	size_t			 next;		/* in order */
+	const struct mta_src	*src;		/* bound to, or NULL */
+	char			 local[64];	/* our address, for logs */
 	int			 ready;		/* has taken mail */
 	int			 skip_tls;	/* STARTTLS failed here: not again */
 	char			 relay[320];	/* "name [address]" for logs */
@@ -154,6 +159,7 @@ sess_free(struct mta_sess_state *st)
 		bufferevent_free(st->bev);
 	if (st->timer != NULL)
 		event_free(st->timer);
+	free(st->order);
 	free(st->s);
 	free(st);
 }
@@ -204,12 +210,47 @@ host_failed(struct mta_sess_state *st, const char *fmt, ...)
 		st->bev = NULL;
 		st->tls = NULL;
 	}
-	if (++st->host >= st->r->nhosts) {
+	st->r->hosts[st->host].down_until = time(NULL) + MTA_HOST_DOWN;
+	if (st->next >= st->r->nhosts) {
 		sess_close(st, 1, st->error);
 		return;
 	}
+	st->host = st->order[st->next++];
 	st->skip_tls = 0;
 	sess_connect(st);
+}
+
+/*
+ * Every address of the route, best first, but those that failed a
+ * moment ago (in this session or another) after the others: a dead MX
+ * costs one connect timeout, not one per session.
+ */
+static void
+sess_order_hosts(struct mta_sess_state *st)
+{
+	const struct mta_route	*r = st->r;
+	time_t			 now = time(NULL);
+	size_t			 i, n = 0;
+	int			 pass;
+
+	st->order = xcalloc(r->nhosts, sizeof(*st->order));
+	for (pass = 0; pass < 2; pass++)
+		for (i = 0; i < r->nhosts; i++)
+			if ((r->hosts[i].down_until > now) == (pass == 1))
+				st->order[n++] = i;
+	st->host = st->order[0];
+	st->next = 1;
+}
+
+/* The name we greet with: helo-src for our address, helo, our name. */
+static const char *
+sess_helo(const struct mta_sess_state *st)
+{
+	if (st->src != NULL && st->src->helo[0])
+		return st->src->helo;
+	if (st->src == NULL && st->r->hosts[st->host].helo[0])
+		return st->r->hosts[st->host].helo;
+	return st->r->a->helo ? st->r->a->helo : env.conf->hostname;
 }
 
 /* ----------------------------------------------------------- connect */
@@ -225,6 +266,47 @@ sess_bev_setup(struct mta_sess_state *st)
 	bufferevent_enable(st->bev, EV_READ | EV_WRITE);
 }
 
+/*
+ * `src <t>`: the route's next source address of the host's family.  0
+ * when the kernel may choose (no src), -1 when none fits.
+ */
+static int
+sess_pick_src(struct mta_sess_state *st, int family)
+{
+	struct mta_route	*r = st->r;
+	size_t			 i, k;
+
+	st->src = NULL;
+	if (r->nsrc == 0)
+		return 0;
+	for (i = 0; i < r->nsrc; i++) {
+		k = (r->src_next + i) % r->nsrc;
+		if (r->srcs[k].ss.ss_family == family) {
+			r->src_next = k + 1;
+			st->src = &r->srcs[k];
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* Binds fd to the chosen source; the port comes at connect (no EADDRINUSE). */
+static int
+sess_bind(struct mta_sess_state *st, int fd)
+{
+	const struct sockaddr_storage	*ss = &st->src->ss;
+	int				 one = 1;
+
+#ifdef IP_BIND_ADDRESS_NO_PORT
+	setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+#else
+	(void)one;
+#endif
+	return bind(fd, (const struct sockaddr *)ss,
+	    ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
+	    sizeof(struct sockaddr_in));
+}
+
 static void
 sess_connect(struct mta_sess_state *st)
 {
@@ -235,16 +317,30 @@ sess_connect(struct mta_sess_state *st)
 
 	snprintf(st->relay, sizeof(st->relay), "%s [%s]", h->name,
 	    ss_to_text(&h->ss));
-	log_info("%016" PRIx64 " mta connecting address=%s://%s%s%s:%u host=%s",
-	    st->id, relay_scheme_name(st->r->scheme),
-	    h->ss.ss_family == AF_INET6 ? "[" : "", ss_to_text(&h->ss),
-	    h->ss.ss_family == AF_INET6 ? "]" : "", ss_port(&h->ss), h->name);
 	st->state = MS_CONNECT;
+	st->local[0] = '\0';
 	st->esmtp = st->x_starttls = st->x_pipelining = st->x_dsn = 0;
 	st->x_auth_plain = st->x_auth_login = 0;
+	if (sess_pick_src(st, h->ss.ss_family) == -1) {
+		host_failed(st, "no %s source address in table %s",
+		    h->ss.ss_family == AF_INET6 ? "IPv6" : "IPv4",
+		    st->r->a->src->name);
+		return;
+	}
+	log_info("%016" PRIx64 " mta connecting address=%s://%s%s%s:%u host=%s"
+	    "%s%s", st->id, relay_scheme_name(st->r->scheme),
+	    h->ss.ss_family == AF_INET6 ? "[" : "", ss_to_text(&h->ss),
+	    h->ss.ss_family == AF_INET6 ? "]" : "", ss_port(&h->ss), h->name,
+	    st->src ? " source=" : "", st->src ? ss_to_text(&st->src->ss) : "");
 	if ((fd = socket(h->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
 	    SOCK_CLOEXEC, 0)) == -1) {
 		host_failed(st, "socket: %s", strerror(errno));
+		return;
+	}
+	if (st->src != NULL && sess_bind(st, fd) == -1) {
+		host_failed(st, "cannot use source address %s: %s",
+		    ss_to_text(&st->src->ss), strerror(errno));
+		close(fd);
 		return;
 	}
 	/* Pipelined commands and replies are small: no Nagle stalls. */
@@ -277,7 +373,7 @@ sess_tls_ready(void *arg)
 		st->esmtp = st->x_starttls = st->x_pipelining = st->x_dsn = 0;
 		st->x_auth_plain = st->x_auth_login = 0;
 		sess_printf(st, "%s %s", route_lmtp(st) ? "LHLO" : "EHLO",
-		    st->r->a->helo ? st->r->a->helo : env.conf->hostname);
+		    sess_helo(st));
 	} else
 		st->state = MS_BANNER;		/* smtps: now the banner */
 }
@@ -370,6 +466,7 @@ sess_ready(struct mta_sess_state *st)
 {
 	if (!st->ready) {
 		st->ready = 1;
+		st->r->hosts[st->host].down_until = 0;
 		mta_session_ready(st->r);
 	}
 	sess_next_task(st);
@@ -422,7 +519,7 @@ on_handshake_reply(struct mta_sess_state *st, int code, const char *text)
 		}
 		st->state = MS_EHLO;
 		sess_printf(st, "%s %s", route_lmtp(st) ? "LHLO" : "EHLO",
-		    st->r->a->helo ? st->r->a->helo : env.conf->hostname);
+		    sess_helo(st));
 		return;
 	case MS_EHLO:
 		if (reply_class(code) == 2) {
@@ -433,8 +530,7 @@ on_handshake_reply(struct mta_sess_state *st, int code, const char *text)
 			host_failed(st, "EHLO: %s", text);
 		else {
 			st->state = MS_HELO;
-			sess_printf(st, "HELO %s", st->r->a->helo ?
-			    st->r->a->helo : env.conf->hostname);
+			sess_printf(st, "HELO %s", sess_helo(st));
 		}
 		return;
 	case MS_HELO:
@@ -551,6 +647,7 @@ tx_begin(struct mta_sess_state *st, struct mta_task *t)
 	size_t	 i, n = t->nrcpt + 2;
 
 	st->task = t;
+	msd_strlcpy(t->src, st->local, sizeof(t->src));
 	st->nsent = st->nreplied = st->naccepted = 0;
 	st->tx_error = 0;
 	st->lmtp_next = 0;
@@ -871,6 +968,18 @@ sess_write(struct bufferevent *bev, void *arg)
 		body_fill(st);
 }
 
+/* OpenSMTPD's delivery lines name our end of the connection. */
+static void
+sess_local_addr(struct mta_sess_state *st)
+{
+	struct sockaddr_storage	 ss;
+	socklen_t		 len = sizeof(ss);
+
+	if (getsockname(bufferevent_getfd(st->bev), (struct sockaddr *)&ss,
+	    &len) == 0)
+		msd_strlcpy(st->local, ss_to_text(&ss), sizeof(st->local));
+}
+
 static void
 sess_event(struct bufferevent *bev, short what, void *arg)
 {
@@ -878,6 +987,7 @@ sess_event(struct bufferevent *bev, short what, void *arg)
 	const char		*e;
 
 	if (what & BEV_EVENT_CONNECTED) {
+		sess_local_addr(st);
 		log_info("%016" PRIx64 " mta connected relay=\"%s\"", st->id,
 		    st->relay);
 		sess_bev_setup(st);
@@ -934,5 +1044,6 @@ mta_session_start(struct mta_route *r)
 	if ((st->timer = evtimer_new(env.evbase, on_idle_timeout, st)) ==
 	    NULL)
 		fatalx("mta: evtimer_new");
+	sess_order_hosts(st);
 	sess_connect(st);
 }

@@ -1503,32 +1503,6 @@ family_ok(int af, int family)
 	    (af == AF_INET6 && (family & LISTEN_INET6));
 }
 
-/* 1 if s is an IPv4 or IPv6 literal (v6 may carry %scope), else 0. */
-static int
-addr_literal(const char *s, struct sockaddr_storage *ss)
-{
-	struct sockaddr_in	*sin = (struct sockaddr_in *)ss;
-	struct sockaddr_in6	*sin6 = (struct sockaddr_in6 *)ss;
-	char			 buf[INET6_ADDRSTRLEN + IF_NAMESIZE + 1];
-	char			*scope;
-
-	memset(ss, 0, sizeof(*ss));
-	if (inet_pton(AF_INET, s, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-		return 1;
-	}
-	if (msd_strlcpy(buf, s, sizeof(buf)) >= sizeof(buf))
-		return 0;
-	if ((scope = strchr(buf, '%')) != NULL)
-		*scope++ = '\0';
-	if (inet_pton(AF_INET6, buf, &sin6->sin6_addr) != 1)
-		return 0;
-	if (scope != NULL && (sin6->sin6_scope_id = if_nametoindex(scope)) == 0)
-		return 0;
-	sin6->sin6_family = AF_INET6;
-	return 1;
-}
-
 /* The inet/inet6 addresses of one interface; found: the name exists. */
 static int
 iface_addrs(const char *name, int family, struct addrvec *v, int *found)

@@ -6,6 +6,11 @@
  * SCHED_MAX_INFLIGHT deliveries run at a time so a burst cannot fork the
  * machine to death.  A message is removed from the spool when its last
  * envelope is done.
+ *
+ * A relay route whose hosts all refused (DELIVERY_DEFERRED) keeps up to
+ * `mta max-deferred` of its waiting envelopes on a hold list; the first
+ * delivery that succeeds on that route again makes them ready at once
+ * instead of at their next retry.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -21,16 +26,30 @@
 #define SCHED_MAX_RELAY		1000	/* envelopes with the smtp role */
 #define SCHED_RELAY_BATCH	100	/* recipients in one transaction */
 #define SCHED_HASH		4096
+#define HOLD_HASH		256
+#define HOLD_KEY_MAX		(128 + 256 + 2)	/* action, domain */
 #define RETRY_MIN		30		/* seconds before the 1st retry */
 #define RETRY_MAX		3600
+
+struct sched_hold;
 
 struct sched_ev {
 	TAILQ_ENTRY(sched_ev)	 entry;		/* ready or waiting list */
 	struct sched_ev		*hnext;		/* in-flight hash chain */
 	int			 relay;		/* goes to the smtp role */
+	struct sched_hold	*hold;		/* waiting, held for a route */
+	TAILQ_ENTRY(sched_ev)	 hold_entry;
 	struct envelope		 ev;
 };
 TAILQ_HEAD(sched_list, sched_ev);
+
+/* The envelopes a down route keeps for when it works again. */
+struct sched_hold {
+	struct sched_hold	*next;		/* hash chain */
+	char			 key[HOLD_KEY_MAX];
+	TAILQ_HEAD(, sched_ev)	 evs;
+	size_t			 n;
+};
 
 struct msgref {
 	struct msgref	*next;
@@ -43,6 +62,7 @@ static struct sched_list ready_relay = TAILQ_HEAD_INITIALIZER(ready_relay);
 static struct sched_list waiting = TAILQ_HEAD_INITIALIZER(waiting);
 static struct sched_ev	*inflight[SCHED_HASH];
 static struct msgref	*msgrefs[SCHED_HASH];
+static struct sched_hold *holds[HOLD_HASH];
 static size_t		 ninflight, ninflight_relay;
 static struct event	*timer;
 static struct event	*kick;
@@ -111,6 +131,30 @@ is_relay(const struct envelope *ev)
 	return a != NULL && a->method == A_RELAY;
 }
 
+/*
+ * Into the ready list, or the waiting list by nexttry.  Retries mostly
+ * go last, so the scan starts from the end.
+ */
+static void
+sched_insert(struct sched_ev *s)
+{
+	struct sched_ev	*w;
+
+	if (s->ev.nexttry <= time(NULL)) {
+		TAILQ_INSERT_TAIL(s->relay ? &ready_relay : &ready, s, entry);
+		kick_soon();
+		return;
+	}
+	TAILQ_FOREACH_REVERSE(w, &waiting, sched_list, entry)
+		if (w->ev.nexttry <= s->ev.nexttry)
+			break;
+	if (w)
+		TAILQ_INSERT_AFTER(&waiting, w, s, entry);
+	else
+		TAILQ_INSERT_HEAD(&waiting, s, entry);
+	kick_soon();
+}
+
 void
 scheduler_add(struct envelope *ev)
 {
@@ -119,20 +163,7 @@ scheduler_add(struct envelope *ev)
 	s->ev = *ev;
 	s->relay = is_relay(ev);
 	msgref_get(ev->msgid, 1)->count++;
-	if (s->ev.nexttry <= time(NULL))
-		TAILQ_INSERT_TAIL(s->relay ? &ready_relay : &ready, s, entry);
-	else {
-		struct sched_ev *w;
-
-		TAILQ_FOREACH(w, &waiting, entry)
-			if (w->ev.nexttry > s->ev.nexttry)
-				break;
-		if (w)
-			TAILQ_INSERT_BEFORE(w, s, entry);
-		else
-			TAILQ_INSERT_TAIL(&waiting, s, entry);
-	}
-	kick_soon();
+	sched_insert(s);
 }
 
 static void
@@ -146,22 +177,119 @@ inflight_add(struct sched_ev *s)
 		ninflight++;
 }
 
+/* A relay route: the action, and the domain unless a smarthost serves all. */
+static void
+route_key(const struct envelope *ev, char *buf, size_t len)
+{
+	const struct action	*a = config_action(env.conf, ev->action);
+	const char		*dom = strrchr(ev->dest, '@');
+
+	snprintf(buf, len, "%s\n%s", ev->action,
+	    a != NULL && a->host != NULL ? "" : dom ? dom + 1 : "");
+	lowercase(buf);
+}
+
 /* Same message, same route: one transaction for the smtp role. */
 static int
 same_route(const struct sched_ev *a, const struct sched_ev *b)
 {
-	const struct action	*act;
-	const char		*da, *db;
+	char	 ka[HOLD_KEY_MAX], kb[HOLD_KEY_MAX];
 
-	if (a->ev.msgid != b->ev.msgid ||
-	    strcmp(a->ev.action, b->ev.action) != 0)
+	if (a->ev.msgid != b->ev.msgid)
 		return 0;
-	if ((act = config_action(env.conf, a->ev.action)) != NULL &&
-	    act->host != NULL)
-		return 1;
-	da = strrchr(a->ev.dest, '@');
-	db = strrchr(b->ev.dest, '@');
-	return strcasecmp(da ? da : "", db ? db : "") == 0;
+	route_key(&a->ev, ka, sizeof(ka));
+	route_key(&b->ev, kb, sizeof(kb));
+	return strcmp(ka, kb) == 0;
+}
+
+/* ------------------------------------------------------ max-deferred */
+
+static uint32_t
+hold_hash(const char *key)
+{
+	uint32_t	 h = 5381;
+
+	for (; *key; key++)
+		h = h * 33 + (unsigned char)*key;
+	return h % HOLD_HASH;
+}
+
+static struct sched_hold *
+hold_find(const char *key, int create)
+{
+	struct sched_hold	*hd;
+	uint32_t		 i = hold_hash(key);
+
+	for (hd = holds[i]; hd; hd = hd->next)
+		if (strcmp(hd->key, key) == 0)
+			return hd;
+	if (!create)
+		return NULL;
+	hd = xcalloc(1, sizeof(*hd));
+	msd_strlcpy(hd->key, key, sizeof(hd->key));
+	TAILQ_INIT(&hd->evs);
+	hd->next = holds[i];
+	holds[i] = hd;
+	return hd;
+}
+
+static void
+hold_drop(struct sched_ev *s)
+{
+	struct sched_hold	*hd = s->hold, **p;
+
+	if (hd == NULL)
+		return;
+	TAILQ_REMOVE(&hd->evs, s, hold_entry);
+	s->hold = NULL;
+	if (--hd->n > 0)
+		return;
+	for (p = &holds[hold_hash(hd->key)]; *p != hd; p = &(*p)->next)
+		;
+	*p = hd->next;
+	free(hd);
+}
+
+/* A waiting envelope of a route that is down, while there is room. */
+static void
+hold_add(struct sched_ev *s)
+{
+	struct sched_hold	*hd;
+	char			 key[HOLD_KEY_MAX];
+
+	if (s->ev.nexttry <= time(NULL))
+		return;			/* ready anyway */
+	route_key(&s->ev, key, sizeof(key));
+	hd = hold_find(key, 1);
+	if (hd->n >= env.conf->max_deferred)
+		return;
+	TAILQ_INSERT_TAIL(&hd->evs, s, hold_entry);
+	s->hold = hd;
+	hd->n++;
+}
+
+/* The route delivered: what it held is tried now. */
+static void
+hold_release(const struct envelope *ev)
+{
+	struct sched_hold	*hd;
+	struct sched_ev		*s;
+	char			 key[HOLD_KEY_MAX];
+	size_t			 n, i;
+
+	route_key(ev, key, sizeof(key));
+	if ((hd = hold_find(key, 0)) == NULL)
+		return;
+	/* The last hold_drop frees hd. */
+	for (n = hd->n, i = 0; i < n; i++) {
+		s = TAILQ_FIRST(&hd->evs);
+		hold_drop(s);
+		TAILQ_REMOVE(&waiting, s, entry);
+		TAILQ_INSERT_TAIL(&ready_relay, s, entry);
+	}
+	log_info("queue: relay %s delivers again: %zu deferred envelope%s "
+	    "released", ev->action, n, n == 1 ? "" : "s");
+	kick_soon();
 }
 
 static void
@@ -239,6 +367,7 @@ schedule(void)
 
 	while ((s = TAILQ_FIRST(&waiting)) && s->ev.nexttry <= now) {
 		TAILQ_REMOVE(&waiting, s, entry);
+		hold_drop(s);
 		TAILQ_INSERT_TAIL(s->relay ? &ready_relay : &ready, s, entry);
 	}
 	while (ninflight < SCHED_MAX_INFLIGHT && (s = TAILQ_FIRST(&ready))) {
@@ -316,7 +445,7 @@ envelope_bounce(struct sched_ev *s, const char *text, int expired)
 }
 
 static void
-envelope_retry(struct sched_ev *s, const char *text)
+envelope_retry(struct sched_ev *s, const char *text, int deferred)
 {
 	time_t	 now = time(NULL);
 
@@ -337,9 +466,9 @@ envelope_retry(struct sched_ev *s, const char *text)
 	if (queue_envelope_update(&s->ev) == -1)
 		log_warnx("queue: cannot update envelope %016" PRIx64,
 		    s->ev.id);
-	msgref_get(s->ev.msgid, 1)->count--;
-	scheduler_add(&s->ev);
-	free(s);
+	sched_insert(s);
+	if (deferred)
+		hold_add(s);
 }
 
 void
@@ -347,6 +476,9 @@ scheduler_result(uint64_t evpid, int status, const char *text)
 {
 	struct sched_ev	*s = inflight_take(evpid);
 
+	if (s->relay && (status == DELIVERY_OK || status == DELIVERY_RELAYED ||
+	    status == DELIVERY_DSN_PASSED))
+		hold_release(&s->ev);
 	switch (status) {
 	case DELIVERY_OK:
 	case DELIVERY_RELAYED:
@@ -369,7 +501,7 @@ scheduler_result(uint64_t evpid, int status, const char *text)
 		envelope_bounce(s, text, 0);
 		break;
 	default:
-		envelope_retry(s, text);
+		envelope_retry(s, text, s->relay && status == DELIVERY_DEFERRED);
 		break;
 	}
 	kick_soon();

@@ -528,7 +528,9 @@ struct table_worker;
 struct table_cache;
 struct table_worker *table_async_spawn(struct table *);
 void		 table_async_update(struct table_worker *);
-int		 table_async_query(struct table_worker *, int lookup,
+/* What a query to a worker asks: table_match, table_lookup, table_fetch. */
+enum tq_op { TQ_MATCH, TQ_LOOKUP, TQ_FETCH };
+int		 table_async_query(struct table_worker *, enum tq_op,
 		    enum table_service, const char *key, char *value,
 		    size_t len);
 /*
@@ -558,6 +560,15 @@ int		 table_match_module(const char *name, uint32_t service,
 /* 1: found, value copied; 0: not found; -1: temporary failure / too long. */
 int		 table_lookup(struct table *, enum table_service, const char *key,
 		    char *value, size_t len);
+/* lookup.c: our host name for one of our addresses, from t. */
+int		 addrname_lookup(struct table_cache *, struct table *,
+		    const char *addr, char *name, size_t len);
+/* The next entry of a round-robin service; nth names it in a cache. */
+int		 table_fetch(struct table *, enum table_service, unsigned nth,
+		    char *value, size_t len);
+int		 table_cache_fetch(struct table_cache *, struct table *,
+		    enum table_service, unsigned nth, char *value,
+		    size_t len);
 const char	*table_service_name(enum table_service);
 /* A mail address against a table(5) mailaddr entry (user, @dom, u@dom). */
 int		 mailaddr_match(const char *addr, const char *entry);
@@ -663,6 +674,8 @@ size_t	 msd_strlcpy(char *, const char *, size_t);
 size_t	 msd_strlcat(char *, const char *, size_t);
 const char *ss_to_text(const struct sockaddr_storage *);
 int	 ss_is_loopback(const struct sockaddr_storage *);
+/* 1 if s is an IPv4 or IPv6 literal (v6 may carry %scope), port 0. */
+int	 addr_literal(const char *s, struct sockaddr_storage *);
 int	 mkdir_p(const char *path, mode_t mode);
 int	 fsync_dir(const char *path);
 uint32_t msd_random(void);
@@ -778,7 +791,8 @@ enum ipc_type {
 	IMSG_FILTER_RESULT,		/* lookup -> smtp: sid, decision, text */
 	IMSG_MTA_ROUTE,			/* smtp -> lookup: reqid, action, domain */
 	IMSG_MTA_ROUTE_RESULT,		/* reqid, status, text, scheme, auth,
-					   n, (pref, name, sockaddr)... */
+					   n, (pref, name, sockaddr, helo)...,
+					   nsrc, (sockaddr, helo)... */
 	IMSG_MTA_DELIVER,		/* queue -> smtp: n, envelope JSON...,
 					   +fd of their message */
 	IMSG_MTA_RESULT,		/* smtp -> queue: evpid, status, text */
@@ -1236,6 +1250,11 @@ uint32_t queue_ttl(const char *action);
 /* Relay successes: the next hop had no DSN, or took our DSN parameters. */
 #define DELIVERY_RELAYED	3
 #define DELIVERY_DSN_PASSED	4
+/*
+ * Relay: no host of the route would take a connection.  Retried as
+ * TEMPFAIL, and at once when the route delivers again (mta max-deferred).
+ */
+#define DELIVERY_DEFERRED	5
 
 /* Lookup status in IMSG_LKA_RCPT_RESULT. */
 /* IMSG_LKA_FORWARD_RESULT status. */

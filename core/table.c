@@ -55,6 +55,9 @@ struct table_driver {
 	int		 (*match)(void *, enum table_service, const char *key);
 	int		 (*lookup)(void *, enum table_service, const char *key,
 			    char *value, size_t len);
+	/* The next entry, round-robin: 1, 0 (empty), -1. */
+	int		 (*fetch)(void *, enum table_service, char *value,
+			    size_t len);
 	void		 (*close)(void *);
 };
 
@@ -349,6 +352,7 @@ struct mem_table {
 	enum table_kind	 kind;
 	struct mem_entry *ents;
 	size_t		 n;
+	size_t		 cursor;	/* fetch: the next entry */
 	char		*name;		/* for warnings at lookup time */
 	char		*path;		/* file tables; NULL inline */
 };
@@ -616,6 +620,25 @@ mem_lookup(void *h, enum table_service s, const char *key, char *value,
 	return 1;
 }
 
+/* A list's entries in turn (`src` addresses); a map's keys. */
+static int
+mem_fetch(void *h, enum table_service s, char *value, size_t len)
+{
+	struct mem_table	*mt = h;
+	struct mem_entry	*e;
+
+	(void)s;
+	if (mt->n == 0)
+		return 0;
+	e = &mt->ents[mt->cursor++ % mt->n];
+	if (msd_strlcpy(value, e->key, len) >= len) {
+		log_warnx("table %s: entry \"%s\" is too long", mt->name,
+		    e->key);
+		return -1;
+	}
+	return 1;
+}
+
 /* ---------------------------------------------------------------- static */
 
 static void *
@@ -650,6 +673,7 @@ static const struct table_driver static_driver = {
 	.open = static_open,
 	.match = mem_match,
 	.lookup = mem_lookup,
+	.fetch = mem_fetch,
 	.close = mem_free,
 };
 
@@ -823,6 +847,7 @@ static const struct table_driver file_driver = {
 	.open = file_open,
 	.match = mem_match,
 	.lookup = mem_lookup,
+	.fetch = mem_fetch,
 	.close = mem_free,
 };
 
@@ -1084,6 +1109,37 @@ mod_lookup(void *h, enum table_service s, const char *key, char *value,
 	return mod_query(mt, s, key, value, len);
 }
 
+static int
+mod_fetch(void *h, enum table_service s, char *value, size_t len)
+{
+	struct mod_table	*mt = h;
+	struct msd_result	 res;
+	int			 r, rc;
+
+	if (mt->mem != NULL)
+		return mem_fetch(mt->mem, s, value, len);
+	if (mt->ops->fetch == NULL) {
+		log_warnx("table %s: the backend cannot list %s entries",
+		    mt->name, table_service_name(s));
+		return -1;
+	}
+	memset(&res, 0, sizeof(res));
+	r = mt->ops->fetch(mt->inst, s, &res);
+	if (r == MSD_OK && res.value != NULL &&
+	    msd_strlcpy(value, res.value, len) < len)
+		rc = 1;
+	else if (r == MSD_NOTFOUND)
+		rc = 0;
+	else {
+		log_warnx("table %s: %s fetch failed: %s", mt->name,
+		    table_service_name(s), res.failed ? res.error :
+		    r == MSD_OK ? "no value or too long" : "no reason given");
+		rc = -1;
+	}
+	result_reset(&res);
+	return rc;
+}
+
 /* Load-style modules know list from map once open; lookup-style never. */
 static const struct table_driver modload_driver = {
 	.name = "module",
@@ -1091,6 +1147,7 @@ static const struct table_driver modload_driver = {
 	.open = mod_open,
 	.match = mod_match,
 	.lookup = mod_lookup,
+	.fetch = mod_fetch,
 	.close = mod_close,
 };
 
@@ -1100,6 +1157,7 @@ static const struct table_driver modlookup_driver = {
 	.open = mod_open,
 	.match = mod_match,
 	.lookup = mod_lookup,
+	.fetch = mod_fetch,
 	.close = mod_close,
 };
 
@@ -1333,7 +1391,7 @@ table_match(struct table *t, enum table_service s, const char *key)
 	if (table_key(t, key, lkey, sizeof(lkey)) == -1)
 		return -1;
 	if (t->backend->worker != NULL)
-		return table_async_query(t->backend->worker, 0, s, lkey, NULL,
+		return table_async_query(t->backend->worker, TQ_MATCH, s, lkey, NULL,
 		    0);
 	return t->backend->drv->match(t->backend->handle, s, lkey);
 }
@@ -1349,10 +1407,31 @@ table_lookup(struct table *t, enum table_service s, const char *key,
 	if (table_key(t, key, lkey, sizeof(lkey)) == -1)
 		return -1;
 	if (t->backend->worker != NULL)
-		return table_async_query(t->backend->worker, 1, s, lkey, value,
+		return table_async_query(t->backend->worker, TQ_LOOKUP, s, lkey, value,
 		    len);
 	return t->backend->drv->lookup(t->backend->handle, s, lkey, value,
 	    len);
+}
+
+/*
+ * The next entry of a round-robin service (`src` addresses).  nth only
+ * names the answer in a table cache, so a walk that runs again finds
+ * the ones it had.
+ */
+int
+table_fetch(struct table *t, enum table_service s, unsigned nth,
+    char *value, size_t len)
+{
+	char	 key[16];
+
+	if (t == NULL || t->backend == NULL || value == NULL || len == 0)
+		return -1;
+	if (t->backend->worker != NULL) {
+		snprintf(key, sizeof(key), "%u", nth);
+		return table_async_query(t->backend->worker, TQ_FETCH, s, key,
+		    value, len);
+	}
+	return t->backend->drv->fetch(t->backend->handle, s, value, len);
 }
 
 const char *

@@ -40,8 +40,6 @@
 #define RESTART_MAX		60	/* ... doubling up to this */
 #define VALUE_MAX		(64 * 1024)
 
-enum tq_op { TQ_MATCH, TQ_LOOKUP };
-
 /* One answer, or the question while it is out. */
 struct tc_entry {
 	struct tc_entry		*next;
@@ -51,7 +49,7 @@ struct tc_entry {
 	char			*key;
 	int			 done;
 	int			 r;		/* 1, 0, -1 */
-	char			*value;		/* TQ_LOOKUP, r == 1 */
+	char			*value;		/* TQ_LOOKUP, TQ_FETCH; r == 1 */
 };
 
 struct table_cache {
@@ -163,6 +161,18 @@ table_cache_lookup(struct table_cache *c, struct table *t,
 	return table_cache_blocked(c) ? TABLE_BLOCKED : r;
 }
 
+int
+table_cache_fetch(struct table_cache *c, struct table *t,
+    enum table_service s, unsigned nth, char *value, size_t len)
+{
+	int	 r;
+
+	table_cache_use(c);
+	r = table_fetch(t, s, nth, value, len);
+	table_cache_use(NULL);
+	return table_cache_blocked(c) ? TABLE_BLOCKED : r;
+}
+
 /* Queries of c still out; its resume callback runs when none is. */
 int
 table_cache_pending(const struct table_cache *c)
@@ -203,7 +213,7 @@ static int
 cache_answer(const struct table *t, const struct tc_entry *e, char *value,
     size_t len)
 {
-	if (e->op != TQ_LOOKUP || e->r != 1)
+	if (e->op == TQ_MATCH || e->r != 1)
 		return e->r;
 	if (msd_strlcpy(value, e->value ? e->value : "", len) >= len) {
 		log_warnx("table %s: %s value for \"%s\" too long", t->name,
@@ -332,11 +342,10 @@ query_send(struct table_worker *w, struct table_cache *c, struct tc_entry *e)
  * is not in yet.
  */
 int
-table_async_query(struct table_worker *w, int lookup, enum table_service s,
+table_async_query(struct table_worker *w, enum tq_op op, enum table_service s,
     const char *key, char *value, size_t len)
 {
 	struct table_cache	*c = current;
-	enum tq_op		 op = lookup ? TQ_LOOKUP : TQ_MATCH;
 	struct tc_entry		*e;
 
 	if (c == NULL) {
@@ -507,12 +516,14 @@ serve_query(struct ipc *ipc, struct ipc_msg *m)
 		fatalx("table %s: malformed query", wtable->name);
 	if (op == TQ_LOOKUP)
 		r = table_lookup(wtable, s, key, value, sizeof(value));
+	else if (op == TQ_FETCH)
+		r = table_fetch(wtable, s, 0, value, sizeof(value));
 	else
 		r = table_match(wtable, s, key);
 	o = ipc_begin(ipc, IMSG_TBL_ANSWER);
 	ipc_put_u64(o, id);
 	ipc_put_u32(o, r + 1);
-	ipc_put_str(o, op == TQ_LOOKUP && r == 1 ? value : NULL);
+	ipc_put_str(o, op != TQ_MATCH && r == 1 ? value : NULL);
 	ipc_end(o, -1);
 }
 

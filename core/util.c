@@ -7,6 +7,7 @@
 #include <sys/un.h>
 
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -129,6 +130,32 @@ ss_to_text(const struct sockaddr_storage *ss)
 	if (inet_ntop(ss->ss_family, a, buf, sizeof(buf)) == NULL)
 		return "unknown";
 	return buf;
+}
+
+/* 1 if s is an IPv4 or IPv6 literal (v6 may carry %scope), else 0. */
+int
+addr_literal(const char *s, struct sockaddr_storage *ss)
+{
+	struct sockaddr_in	*sin = (struct sockaddr_in *)ss;
+	struct sockaddr_in6	*sin6 = (struct sockaddr_in6 *)ss;
+	char			 buf[INET6_ADDRSTRLEN + IF_NAMESIZE + 1];
+	char			*scope;
+
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, s, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		return 1;
+	}
+	if (msd_strlcpy(buf, s, sizeof(buf)) >= sizeof(buf))
+		return 0;
+	if ((scope = strchr(buf, '%')) != NULL)
+		*scope++ = '\0';
+	if (inet_pton(AF_INET6, buf, &sin6->sin6_addr) != 1)
+		return 0;
+	if (scope != NULL && (sin6->sin6_scope_id = if_nametoindex(scope)) == 0)
+		return 0;
+	sin6->sin6_family = AF_INET6;
+	return 1;
 }
 
 int

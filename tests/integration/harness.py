@@ -161,7 +161,8 @@ def free_port(host="127.0.0.1"):
     the kernel may hand a just-closed port out again, and two listeners of
     one daemon must not get the same one."""
     for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                           socket.SOCK_STREAM) as s:
             s.bind((host, 0))
             port = s.getsockname()[1]
         if port not in _ports_given:

@@ -71,18 +71,20 @@ class DNS:
 
 class ScriptedServer:
     """A plain SMTP server: RCPT answers come from replies[localpart]
-    (default 250); counts connections and keeps what DATA received."""
+    (default 250); counts connections, keeps what DATA received and each
+    client's address with the name it gave in EHLO/HELO."""
 
     def __init__(self, replies=None, host="127.0.0.1", port=None, pipelining=True):
         self.replies = replies or {}
         self.pipelining = pipelining
-        self.sock = socket.socket()
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port or h.free_port(host)))
         self.port = self.sock.getsockname()[1]
         self.sock.listen(64)
         self.connections = 0
         self.messages = []          # (mail from, [rcpts], data)
+        self.greetings = []         # (client address, EHLO/HELO name)
         self.lock = threading.Lock()
         threading.Thread(target=self.serve, daemon=True).start()
 
@@ -105,7 +107,12 @@ class ScriptedServer:
             for raw in f:
                 line = raw.decode(errors="replace").rstrip("\r\n")
                 cmd = line[:4].upper()
-                if cmd == "EHLO":
+                if cmd in ("EHLO", "HELO"):
+                    with self.lock:
+                        self.greetings.append((c.getpeername()[0], line[5:].strip()))
+                if cmd == "HELO":
+                    out("250 scripted")
+                elif cmd == "EHLO":
                     out("250-scripted" + ("\r\n250-PIPELINING" if self.pipelining else "")
                         + "\r\n250 8BITMIME")
                 elif cmd == "MAIL":
@@ -143,6 +150,12 @@ class ScriptedServer:
         c.close()
 
     def close(self):
+        # shutdown wakes the thread blocked in accept(); close alone
+        # would leave the port bound until that call returns.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
 
 

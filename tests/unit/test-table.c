@@ -450,6 +450,34 @@ test_static_map(void)
 	config_free(conf);
 }
 
+/* `src <t>`: a list's entries in turn, wrapping around. */
+static void
+test_fetch(void)
+{
+	const char	*list[] = { "192.0.2.1", "2001:db8::1", NULL };
+	const char	*none[] = { NULL };
+	struct config	*conf = config_new();
+	struct table	*t, *e;
+	char		 a[64], b[64], c[64], small[4];
+
+	t = mk_table(conf, "srcs", NULL, NULL, TABLE_LIST, list, 1);
+	e = mk_table(conf, "empty", NULL, NULL, TABLE_LIST, none, 2);
+	ok(table_open_all(conf) == 0, "source lists open");
+	ok(table_fetch(t, K_SOURCE, 0, a, sizeof(a)) == 1 &&
+	    table_fetch(t, K_SOURCE, 1, b, sizeof(b)) == 1 &&
+	    table_fetch(t, K_SOURCE, 2, c, sizeof(c)) == 1,
+	    "fetch gives an entry each time");
+	ok(strcmp(a, b) != 0 && strcmp(a, c) == 0 &&
+	    (strcmp(a, "192.0.2.1") == 0 || strcmp(a, "2001:db8::1") == 0) &&
+	    (strcmp(b, "192.0.2.1") == 0 || strcmp(b, "2001:db8::1") == 0),
+	    "both entries in turn, then the first again");
+	ok(table_fetch(e, K_SOURCE, 0, a, sizeof(a)) == 0,
+	    "an empty list fetches nothing");
+	ok(table_fetch(t, K_SOURCE, 0, small, sizeof(small)) == -1,
+	    "an entry longer than the buffer is -1");
+	config_free(conf);
+}
+
 static void
 test_file(void)
 {
@@ -648,6 +676,7 @@ main(void)
 	test_netaddr();
 	test_regex();
 	test_static_map();
+	test_fetch();
 	test_file();
 	test_errors();
 	test_long_keys();
