@@ -28,8 +28,13 @@
 #define SCHED_HASH		4096
 #define HOLD_HASH		256
 #define HOLD_KEY_MAX		(128 + 256 + 2)	/* action, domain */
-#define RETRY_MIN		30		/* seconds before the 1st retry */
-#define RETRY_MAX		3600
+/*
+ * OpenSMTPD's schedule: try n comes BASE * n^2 seconds after the message
+ * arrived (relay 6m40s, 26m40s, 1h, 1h46m, ...; local 10s, 40s, 90s, ...).
+ */
+#define BACKOFF_RELAY		400
+#define BACKOFF_LOCAL		10
+#define SPOOL_RETRY		30	/* s, when the spool would not open */
 
 struct sched_hold;
 
@@ -335,7 +340,7 @@ dispatch(struct sched_ev *s)
 	if ((fd = queue_message_fd_r(s->ev.msgid)) == -1) {
 		/* Retried: a transient spool error must not lose mail. */
 		s->ev.retry++;
-		s->ev.nexttry = time(NULL) + RETRY_MIN;
+		s->ev.nexttry = time(NULL) + SPOOL_RETRY;
 		msd_strlcpy(s->ev.errorline, "cannot open the queued message",
 		    sizeof(s->ev.errorline));
 		log_warnx("queue: %016" PRIx64 ": cannot open message %08"
@@ -409,14 +414,16 @@ inflight_take(uint64_t evpid)
 	fatalx("scheduler: result for unknown envelope %016" PRIx64, evpid);
 }
 
-static uint32_t
-retry_delay(uint32_t retry)
+/* The first point of the schedule, from try `retry` on, still ahead. */
+static time_t
+retry_next(const struct sched_ev *s, time_t now)
 {
-	uint32_t d = RETRY_MIN;
+	time_t		 base = s->relay ? BACKOFF_RELAY : BACKOFF_LOCAL, t;
+	uint64_t	 n = s->ev.retry ? s->ev.retry : 1;
 
-	while (--retry && d < RETRY_MAX)
-		d *= 2;
-	return d < RETRY_MAX ? d : RETRY_MAX;
+	while ((t = s->ev.creation + (time_t)(base * n * n)) <= now)
+		n++;
+	return t;
 }
 
 /* An envelope is finished: off the disk, and its hold on the message. */
@@ -458,7 +465,7 @@ envelope_retry(struct sched_ev *s, const char *text, int deferred)
 		return;
 	}
 	s->ev.retry++;
-	s->ev.nexttry = now + retry_delay(s->ev.retry);
+	s->ev.nexttry = retry_next(s, now);
 	/* The last try is at the ttl, so the bounce is not a backoff late. */
 	if (s->ev.nexttry > s->ev.creation + (time_t)s->ev.expire)
 		s->ev.nexttry = s->ev.creation + (time_t)s->ev.expire;

@@ -13,7 +13,7 @@ Deliveries that fail are mda commands: exit 67 is permanent, exit 75
 (EX_TEMPFAIL) temporary.  The "slow" action takes two seconds before its
 temporary failure so that an envelope is older than a one-second
 warn-interval (or ttl) when its first attempt fails, without waiting for
-the scheduler's 30-second retry."""
+the scheduler's first retry."""
 
 import email
 import email.policy

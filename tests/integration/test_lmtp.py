@@ -327,7 +327,7 @@ def test_down_then_retry():
             "no envelope left for alice@example.org after a TempFail: %s" % d.envelopes()
 
         dv.start()
-        # The first retry comes 30 s after the failure.
+        # The first retry comes 10 s after the message arrived (10 s x n^2).
         h.wait_for(lambda: dv.messages("alice"), 90,
                    what="the retry to deliver into %s/new" % dv.maildir("alice"))
         d.wait_log(r"mda delivery .* to=<alice@example\.org> .* result=Ok ", timeout=10)

@@ -365,6 +365,9 @@ def test_partial_rcpt():
         _mail, rcpts, _data = srv.messages[0]
         assert len(rcpts) == 1 and "ok@example.test" in rcpts[0], rcpts
         r.wait_log(r'to=<temp@example.test> .*result="TempFail" stat="451 4.3.0', 10)
+        # The delivered and the bounced envelopes leave the spool a moment
+        # after their log lines.
+        h.wait_for(lambda: len(r.envelopes()) == 1, 10, what="one envelope left")
         left = [h._read(p) for p in r.envelopes()]
         assert len(left) == 1 and b"temp@example.test" in left[0], \
             "expected only temp@ queued, have %d envelope(s)" % len(left)

@@ -7,6 +7,7 @@ route that was down leave at once when it delivers again) and a relay
 server and the loopback DNS of test_relay, and a second daemon; all in
 the test's own network namespace."""
 
+import json
 import os
 import re
 import sys
@@ -32,6 +33,10 @@ def relay(name, body):
 def wait_messages(srv, n, timeout=30):
     h.wait_for(lambda: len(srv.messages) >= n, timeout,
                what="%d message(s) at the scripted server" % n)
+
+
+def envelope(path):
+    return json.loads(h._read(path))
 
 
 def wait_idle_quit(r, n):
@@ -163,10 +168,16 @@ def test_max_deferred_release():
                   'match from any for domain "example.test" action "out"\n' % port)
         tr.send(r, ["bob@example.test"], subject="while down")
         r.wait_log(r'result="TempFail" stat="[^"]*Connection refused', 30)
-        assert r.envelopes(), "the deferred message left the queue"
+        # OpenSMTPD's schedule: the first retry of a relayed envelope is
+        # 400 s after the message arrived.
+        h.wait_for(lambda: [e for e in map(envelope, r.envelopes()) if e["retry"] == 1],
+                   10, what="the deferred envelope's first retry on disk")
+        ev = envelope(r.envelopes()[0])
+        assert ev["nexttry"] - ev["creation"] == 400, \
+            "next try %d s after arrival, not 400" % (ev["nexttry"] - ev["creation"])
         srv = tr.ScriptedServer(port=port)
         tr.send(r, ["carol@example.test"], subject="back up")
-        # The first retry of the deferred one is 30 s away: it must not
+        # The first retry of the deferred one is 400 s away: it must not
         # take that long.
         wait_messages(srv, 2, timeout=20)
         r.wait_log(r"queue: relay out delivers again: 1 deferred envelope released", 10)
