@@ -176,9 +176,6 @@ unavailable_action(struct unavail *u, const struct action *a)
 	if (a->helo_src != NULL)
 		unavailable(u, a->file, a->line,
 		    "per-source HELO names (helo-src)");
-	if (a->srs)
-		unavailable(u, a->file, a->line,
-		    "the Sender Rewriting Scheme (srs)");
 }
 
 size_t
