@@ -49,6 +49,7 @@ struct xnode {
 	char			*runas;		/* files and commands */
 	int			 depth;
 	int			 user_known;	/* looked up for its .forward */
+	int			 srs_seen;	/* SRS decoding tried (once) */
 };
 
 struct expansion {
@@ -365,7 +366,21 @@ xp_address(struct expansion *x, struct xnode *n)
 	const struct action	*a;
 	char			 user[SMTPD_MAXADDR];
 	char			*value;
+	char			 srs[SRS_ADDR_MAX];
 
+	/*
+	 * A bounce to one of our SRS addresses goes to the address it
+	 * hides, routed as mail of our own (OpenSMTPD flags it internal),
+	 * so that it may be relayed back to a remote sender.
+	 */
+	if (x->sender[0] == '\0' && !n->srs_seen) {
+		n->srs_seen = 1;	/* a node run again keeps its answer */
+		if (srs_bounce_rcpt(n->value, srs, sizeof(srs))) {
+			free(n->value);
+			n->value = xstrdup(srs);
+			x->local = 1;
+		}
+	}
 	if (addr_split(n->value, user, sizeof(user), n->domain,
 	    sizeof(n->domain)) == -1) {
 		xp_fail(x, LKA_REJECT, "550 5.1.3 Bad address <%.200s>",

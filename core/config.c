@@ -166,25 +166,12 @@ unavailable(struct unavail *u, const char *file, int line, const char *msg)
 	u->n++;
 }
 
-static void
-unavailable_action(struct unavail *u, const struct action *a)
-{
-	if (a->method != A_RELAY)
-		return;
-	if (a->srs)
-		unavailable(u, a->file, a->line,
-		    "the Sender Rewriting Scheme (srs)");
-}
-
 size_t
 config_unavailable(const struct config *conf,
     void (*report)(const char *, void *), void *arg)
 {
 	struct unavail		 u = { report, arg, 0 };
-	const struct action	*a;
 
-	TAILQ_FOREACH(a, &conf->actions, entry)
-		unavailable_action(&u, a);
 	if (conf->queue_compression)
 		unavailable(&u, NULL, 0, "queue compression");
 	if (conf->queue_encryption)

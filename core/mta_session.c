@@ -591,7 +591,7 @@ static void
 send_mail(struct mta_sess_state *st)
 {
 	struct mta_task	*t = st->task;
-	char		 params[256] = "", envid[320];
+	char		 params[256] = "", envid[320], srs[SRS_ADDR_MAX];
 
 	if (st->x_dsn && t->ret)
 		snprintf(params, sizeof(params), " RET=%s",
@@ -601,7 +601,9 @@ send_mail(struct mta_sess_state *st)
 		msd_strlcat(params, " ENVID=", sizeof(params));
 		msd_strlcat(params, envid, sizeof(params));
 	}
-	sess_printf(st, "MAIL FROM:<%s>%s", t->sender, params);
+	/* The task keeps the real sender for our logs and bounces. */
+	sess_printf(st, "MAIL FROM:<%s>%s", srs_mail_from(st->r->a, t->sender,
+	    t->rcpts[0].rcpt, t->rcpts[0].to, srs, sizeof(srs)), params);
 }
 
 static void

@@ -1392,6 +1392,11 @@ parse_srs(struct parser *p)
 		cf_take(p);
 		if (cf_duration(p, "srs ttl", &p->conf->srs_ttl) == -1)
 			return -1;
+		/* The SRS timestamp counts whole days, as OpenSMTPD's. */
+		if (p->conf->srs_ttl < 86400)
+			return cf_err(p, cf_line(p), "srs ttl is too short: "
+			    "expected at least 1d (the SRS timestamp counts "
+			    "days)");
 	} else
 		return cf_unexpected(p, t, "\"key\" or \"ttl\"");
 	return cf_eol(p);

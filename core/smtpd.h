@@ -649,6 +649,46 @@ struct expand_ctx {
 int		 expand_format(const char *in, const struct expand_ctx *,
 		    char *out, size_t outlen, const char **err);
 
+/*
+ * srs.c: the Sender Rewriting Scheme as OpenSMTPD writes it.  Addresses
+ * longer than OpenSMTPD's SRS_ADDR_MAX - 1 are never made (the sender is
+ * then sent as it is), nor decoded.
+ */
+#define SRS_ADDR_MAX	256
+struct srs_keys {
+	const char	*key;		/* `srs key` */
+	const char	*backup;	/* `srs key backup`, or NULL */
+	uint32_t	 ttl;		/* `srs ttl`, seconds (counted in days) */
+};
+/*
+ * The SRS0 address of sender in domain at time now; of an SRS0 sender
+ * its SRS1, of an SRS1 sender the SRS1 rehashed for domain.  0, or -1
+ * when the sender is no address or the result would be too long.
+ */
+int		 srs_encode(const char *key, const char *sender,
+		    const char *domain, time_t now, char *out, size_t outlen);
+/*
+ * rcpt checked with the key, then the backup key, and its day stamp
+ * against the ttl: 1 and the address it stands for in out (for SRS1, the
+ * SRS0 address at the first forwarder); 0 when rcpt is no SRS address;
+ * -1 with a reason in *why when it is one but not valid.
+ */
+int		 srs_decode(const struct srs_keys *, const char *rcpt,
+		    time_t now, char *out, size_t outlen, const char **why);
+/*
+ * The relay's MAIL FROM for a task (smtp role): the SRS address when the
+ * action says `srs` and the first recipient is a forward (rcpt, the
+ * address received, differs from dest); otherwise sender.  buf holds it.
+ */
+const char	*srs_mail_from(const struct action *, const char *sender,
+		    const char *rcpt, const char *dest, char *buf, size_t len);
+/*
+ * The lookup role, for a bounce (MAIL FROM:<>) to rcpt: 1 and the
+ * address to deliver to in out when rcpt is a valid SRS address under
+ * `srs key`; 0 otherwise (an invalid one is logged and routed as it is).
+ */
+int		 srs_bounce_rcpt(const char *rcpt, char *out, size_t outlen);
+
 /* ------------------------------------------------------------------- log */
 
 void	log_init(int foreground, int verbose);

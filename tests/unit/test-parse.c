@@ -479,6 +479,8 @@ test_errors(void)
 	    "\"from src\" at %sbad-src.conf:3 requires", PARSEDIR);
 	bad("bad-twice.conf", "bad-twice.conf", 1,
 	    "option \"port\" given twice");
+	bad("bad-srs-ttl.conf", "bad-srs-ttl.conf", 2, "srs ttl is too short: "
+	    "expected at least 1d (the SRS timestamp counts days)");
 }
 
 static void
