@@ -190,10 +190,6 @@ config_unavailable(const struct config *conf,
 
 	TAILQ_FOREACH(a, &conf->actions, entry)
 		unavailable_action(&u, a);
-	if (conf->queue_compression)
-		unavailable(&u, NULL, 0, "queue compression");
-	if (conf->queue_encryption)
-		unavailable(&u, NULL, 0, "queue encryption");
 	return u.n;
 }
 
@@ -371,7 +367,10 @@ config_free(struct config *conf)
 	free(conf->smtp_ciphers);
 	free(conf->filter_protocol);
 	free(conf->pam_service);
+	if (conf->queue_key != NULL)
+		explicit_bzero(conf->queue_key, strlen(conf->queue_key));
 	free(conf->queue_key);
+	free(conf->queue_key_file);
 	free(conf->srs_key);
 	free(conf->srs_key_backup);
 	free(conf);

@@ -340,6 +340,8 @@ role_run(enum smtpd_role r)
 		close_listeners();
 		smtp_tls_forget(env.conf);	/* keys stay with smtp only */
 	}
+	if (r != ROLE_QUEUE)
+		qcrypt_forget();		/* the queue key with the queue */
 	if (r != ROLE_CONTROL && control_fd != -1) {
 		close(control_fd);
 		control_fd = -1;
@@ -400,6 +402,7 @@ fork_roles(void)
 	close_listeners();
 	/* Delivery workers are forked from here: none may carry a key. */
 	smtp_tls_forget(env.conf);
+	qcrypt_forget();
 	if (control_fd != -1) {
 		close(control_fd);
 		control_fd = -1;
@@ -763,6 +766,8 @@ main(int argc, char *argv[])
 		    !verbose)
 			log_warnx("smtpd: the daemon will not start until these "
 			    "features are available or removed");
+		if (queue_key_check(env.conf) == -1)
+			exit(1);
 		printf("configuration OK\n");
 		exit(0);
 	}
@@ -771,6 +776,9 @@ main(int argc, char *argv[])
 		    "features this build does not have yet");
 		exit(1);
 	}
+	/* Before daemon(3) takes standard input away; no role exists yet. */
+	if (queue_key_setup(env.conf) == -1)
+		exit(1);
 	env.conffile = conffile;
 	env.privileged = geteuid() == 0;
 	if (msd_strlcpy(env.spool, spool, sizeof(env.spool)) >=
