@@ -14,6 +14,8 @@
 #   N= SESSIONS= SIZE= PORT= BUILDDIR= KEEP=1   parameters
 #   FILTER="command"    put a proc-exec filter running command on the
 #                       listener (bench/filter.sh compares with and without)
+#   QUEUE_CONF="lines"  extra smtpd.conf lines, e.g. "queue compression"
+#                       (bench/queue-crypt.sh compares the queue options)
 #
 # As root it re-executes itself in a new network namespace holding only
 # loopback, so no packet can leave 127.0.0.0/8.
@@ -109,6 +111,9 @@ listen on 127.0.0.1 port $PORT hostname mail.bench.test$filter_opt
 action "local" maildir "$work/mail/Maildir"$user_opt
 match from any for domain "bench.test" action "local"
 EOF
+if [ -n "${QUEUE_CONF:-}" ]; then
+	printf '%s\n' "$QUEUE_CONF" >>"$work/smtpd.conf"
+fi
 
 pid=
 cleanup() {

@@ -144,41 +144,6 @@ action_equal(const struct action *a, const struct action *b)
 	    str_eq(a->ciphers, b->ciphers) && a->ttl == b->ttl;
 }
 
-/* ----------------------------------------------------------- unavailable */
-
-struct unavail {
-	void	(*report)(const char *, void *);
-	void	*arg;
-	size_t	 n;
-};
-
-static void
-unavailable(struct unavail *u, const char *file, int line, const char *msg)
-{
-	char	 full[1024];
-
-	if (file == NULL)
-		snprintf(full, sizeof(full), "%s is not available yet", msg);
-	else
-		snprintf(full, sizeof(full), "%s:%d: %s is not available yet",
-		    file, line, msg);
-	u->report(full, u->arg);
-	u->n++;
-}
-
-size_t
-config_unavailable(const struct config *conf,
-    void (*report)(const char *, void *), void *arg)
-{
-	struct unavail		 u = { report, arg, 0 };
-
-	if (conf->queue_compression)
-		unavailable(&u, NULL, 0, "queue compression");
-	if (conf->queue_encryption)
-		unavailable(&u, NULL, 0, "queue encryption");
-	return u.n;
-}
-
 /* ------------------------------------------------------------------ free */
 
 static void
@@ -353,7 +318,10 @@ config_free(struct config *conf)
 	free(conf->smtp_ciphers);
 	free(conf->filter_protocol);
 	free(conf->pam_service);
+	if (conf->queue_key != NULL)
+		explicit_bzero(conf->queue_key, strlen(conf->queue_key));
 	free(conf->queue_key);
+	free(conf->queue_key_file);
 	free(conf->srs_key);
 	free(conf->srs_key_backup);
 	free(conf);

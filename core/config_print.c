@@ -222,9 +222,11 @@ print_queue(struct printer *p, const struct config *conf)
 		fputs("queue compression\n", line(p));
 	if (conf->queue_encryption) {
 		fputs("queue encryption", line(p));
+		/* Key material never leaves the daemon, not even here. */
 		if (conf->queue_key != NULL) {
 			fputc(' ', p->fp);
-			put_str(p->fp, conf->queue_key);
+			put_str(p->fp, strcmp(conf->queue_key, "stdin") == 0 ?
+			    "stdin" : QUEUE_KEY_HIDDEN);
 		}
 		fputc('\n', p->fp);
 	}

@@ -22,6 +22,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "parse.h"
@@ -34,6 +35,19 @@
 #define CONF_SMTPS_PORT		465
 #define CONF_MAX_TAG		63	/* fits envelope.tag */
 #define CONF_MAX_HOSTNAME	255	/* fits envelope.hostname */
+
+/*
+ * The file's words may be secrets (`queue encryption` key): wiped before
+ * they are freed, so no role inherits them in free memory.
+ */
+static void
+text_free(char *text)
+{
+	if (text != NULL) {
+		explicit_bzero(text, strlen(text));
+		free(text);
+	}
+}
 
 /* One file being read, or one macro value being re-read. */
 struct lexer {
@@ -335,6 +349,7 @@ lex_quoted(struct parser *p, struct lexer *lx, struct token *t)
 	}
 	buf[n] = '\0';
 	t->text = xstrdup(buf);
+	explicit_bzero(buf, n);
 	t->quoted = 1;
 	t->type = T_WORD;
 }
@@ -449,7 +464,7 @@ expand_macro(struct parser *p, const char *ref, int line, int depth)
 			break;
 		if (is_macro_ref(&t)) {
 			expand_macro(p, t.text, line, depth + 1);
-			free(t.text);
+			text_free(t.text);
 		} else
 			q_push(p->lx, &t);
 	}
@@ -472,7 +487,7 @@ lex_fill(struct parser *p)
 	lex_raw(p, lx, &t);
 	if (is_macro_ref(&t)) {
 		expand_macro(p, t.text, t.line, 0);
-		free(t.text);
+		text_free(t.text);
 		return;
 	}
 	q_push(lx, &t);
@@ -495,7 +510,7 @@ cf_take(struct parser *p)
 	struct lexer	*lx = p->lx;
 
 	cf_peek(p, 0);
-	free(lx->cur.text);
+	text_free(lx->cur.text);
 	lx->cur = lx->q[lx->qhead++];
 	if (lx->qhead == lx->qlen)
 		lx->qhead = lx->qlen = 0;
@@ -508,9 +523,11 @@ lexer_free(struct lexer *lx)
 	size_t	 i;
 
 	for (i = lx->qhead; i < lx->qlen; i++)
-		free(lx->q[i].text);
+		text_free(lx->q[i].text);
 	free(lx->q);
-	free(lx->cur.text);
+	text_free(lx->cur.text);
+	if (lx->owned != NULL)
+		explicit_bzero(lx->owned, lx->len);
 	free(lx->owned);
 }
 
@@ -1255,6 +1272,49 @@ parse_mda(struct parser *p)
 	return cf_eol(p);
 }
 
+/*
+ * queue encryption [[key] KEY]: the key is OpenSMTPD's, 32 characters
+ * used as they are; "stdin" or "-" read it at start, none asks for it.
+ * Never echo a key in a message.
+ */
+static int
+parse_queue_key(struct parser *p, int line)
+{
+	const struct token	*t;
+	char			*key = NULL;
+
+	p->conf->queue_encryption = 1;
+	free(p->conf->queue_key_file);
+	p->conf->queue_key_file = cf_here(p);
+	p->conf->queue_key_line = line;
+	if (p->conf->queue_key != NULL)
+		explicit_bzero(p->conf->queue_key, strlen(p->conf->queue_key));
+	free(p->conf->queue_key);
+	p->conf->queue_key = NULL;
+	if (cf_is_kw(cf_peek(p, 0), "key")) {
+		cf_legacy(p, cf_peek(p, 0)->line);
+		cf_take(p);
+	}
+	if (cf_is_eol((t = cf_peek(p, 0))))
+		return 0;
+	if (cf_word(p, "a key, \"stdin\" or \"-\"", &key) == -1)
+		return -1;
+	if (strcasecmp(key, "stdin") == 0 || strcmp(key, "-") == 0) {
+		free(key);
+		key = xstrdup("stdin");
+	} else if (strcmp(key, QUEUE_KEY_HIDDEN) != 0 &&
+	    strlen(key) != QCRYPT_KEY_LEN) {
+		cf_err(p, t->line, "queue encryption key: expected %d "
+		    "characters (as `openssl rand -hex 16` prints), got %zu",
+		    QCRYPT_KEY_LEN, strlen(key));
+		explicit_bzero(key, strlen(key));
+		free(key);
+		return -1;
+	}
+	p->conf->queue_key = key;
+	return 0;
+}
+
 /* queue compression | encryption [[key] KEY] | ttl D */
 static int
 parse_queue(struct parser *p)
@@ -1266,17 +1326,8 @@ parse_queue(struct parser *p)
 		p->conf->queue_compression = 1;
 	} else if (cf_is_kw(t, "encryption")) {
 		cf_take(p);
-		p->conf->queue_encryption = 1;
-		if (cf_is_kw(cf_peek(p, 0), "key")) {
-			cf_legacy(p, cf_peek(p, 0)->line);
-			cf_take(p);
-		}
-		if (!cf_is_eol(cf_peek(p, 0))) {
-			free(p->conf->queue_key);
-			p->conf->queue_key = NULL;
-			if (cf_word(p, "a key", &p->conf->queue_key) == -1)
-				return -1;
-		}
+		if (parse_queue_key(p, t->line) == -1)
+			return -1;
 	} else if (cf_is_kw(t, "ttl")) {
 		cf_take(p);
 		if (cf_duration(p, "queue ttl", &p->conf->queue_ttl) == -1)
@@ -2183,6 +2234,20 @@ parse_statement(struct parser *p)
 
 /* ----------------------------------------------------------------- files */
 
+/* realloc, but the old copy of the file (maybe a key) is wiped. */
+static char *
+grow_wiped(char *old, size_t len, size_t cap)
+{
+	char	*buf = xmalloc(cap);
+
+	if (old != NULL) {
+		memcpy(buf, old, len);
+		explicit_bzero(old, len);
+		free(old);
+	}
+	return buf;
+}
+
 /* Regular files only: a device or FIFO could block the load forever. */
 static int
 slurp(const char *path, char **bufp, size_t *lenp)
@@ -2208,8 +2273,8 @@ slurp(const char *path, char **bufp, size_t *lenp)
 				errno = EFBIG;
 				goto fail;
 			}
+			buf = grow_wiped(buf, len, cap ? cap * 2 : 4096);
 			cap = cap ? cap * 2 : 4096;
-			buf = xreallocarray(buf, cap, 1);
 		}
 		if ((n = read(fd, buf + len, cap - len)) == -1) {
 			if (errno == EINTR)
@@ -2368,7 +2433,7 @@ parser_free(struct parser *p)
 
 	for (i = 0; i < p->nmacros; i++) {
 		free(p->macros[i].name);
-		free(p->macros[i].value);
+		text_free(p->macros[i].value);
 	}
 	free(p->macros);
 	for (i = 0; i < p->nrefs; i++) {

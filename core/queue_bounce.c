@@ -323,7 +323,10 @@ fmt_age(char *buf, size_t len, time_t age)
 	snprintf(buf, len, "%lld %s%s", n, units[i].unit, n == 1 ? "" : "s");
 }
 
-/* Writes the notification into a new message, committed later; 0 or -1. */
+/*
+ * Writes the notification into a new message, committed later; 0, -1, or
+ * QUEUE_UNREADABLE when the original is there but cannot be decoded.
+ */
 static int
 bounce_write_msg(struct bounce *b, uint32_t *msgid)
 {
@@ -335,13 +338,13 @@ bounce_write_msg(struct bounce *b, uint32_t *msgid)
 
 	if (queue_message_create(msgid, &fd) == -1)
 		return -1;
-	if ((ofd = queue_message_fd_r(b->ev.msgid)) == -1 ||
+	if ((ofd = queue_message_fd_r(b->ev.msgid)) < 0 ||
 	    (fp = fdopen(fd, "w")) == NULL) {
-		if (ofd != -1)
+		if (ofd >= 0)
 			close(ofd);
 		close(fd);
 		queue_message_delete(*msgid);
-		return -1;
+		return ofd == QUEUE_UNREADABLE ? QUEUE_UNREADABLE : -1;
 	}
 	memset(&bi, 0, sizeof(bi));
 	bi.hostname = b->ev.hostname[0] ? b->ev.hostname : "localhost";
@@ -404,13 +407,21 @@ bounce_envelope(const struct bounce *b, const struct xresult *x,
 static void
 bounce_queue(struct bounce *b, struct xresult *xs, uint32_t n)
 {
-	struct envelope	*evs = xcalloc(n, sizeof(*evs));
+	struct envelope	*evs;
 	uint32_t	 msgid, i;
+	int		 r;
 
-	if (bounce_write_msg(b, &msgid) == -1) {
-		free(evs);
-		return bounce_later(b, "cannot write the notification");
+	if ((r = bounce_write_msg(b, &msgid)) == QUEUE_UNREADABLE) {
+		/*
+		 * Giving up would remove a message that a restart with the
+		 * right queue key delivers: wait for the admin instead.
+		 */
+		b->tries = 0;
+		return bounce_later(b, "the queued message cannot be decoded");
 	}
+	if (r == -1)
+		return bounce_later(b, "cannot write the notification");
+	evs = xcalloc(n, sizeof(*evs));
 	for (i = 0; i < n; i++) {
 		bounce_envelope(b, &xs[i], msgid, &evs[i]);
 		if (queue_envelope_create(&evs[i]) == -1)

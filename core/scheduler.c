@@ -337,12 +337,13 @@ dispatch(struct sched_ev *s)
 	char		*json;
 	int		 fd;
 
-	if ((fd = queue_message_fd_r(s->ev.msgid)) == -1) {
+	if ((fd = queue_message_fd_r(s->ev.msgid)) < 0) {
 		/* Retried: a transient spool error must not lose mail. */
 		s->ev.retry++;
 		s->ev.nexttry = time(NULL) + SPOOL_RETRY;
-		msd_strlcpy(s->ev.errorline, "cannot open the queued message",
-		    sizeof(s->ev.errorline));
+		msd_strlcpy(s->ev.errorline, fd == QUEUE_UNREADABLE ?
+		    "the queued message cannot be decoded (see the log)" :
+		    "cannot open the queued message", sizeof(s->ev.errorline));
 		log_warnx("queue: %016" PRIx64 ": cannot open message %08"
 		    PRIx32 ", retrying", s->ev.id, s->ev.msgid);
 		msgref_get(s->ev.msgid, 1)->count--;

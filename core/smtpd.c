@@ -340,6 +340,8 @@ role_run(enum smtpd_role r)
 		close_listeners();
 		smtp_tls_forget(env.conf);	/* keys stay with smtp only */
 	}
+	if (r != ROLE_QUEUE)
+		qcrypt_forget();		/* the queue key with the queue */
 	if (r != ROLE_CONTROL && control_fd != -1) {
 		close(control_fd);
 		control_fd = -1;
@@ -400,6 +402,7 @@ fork_roles(void)
 	close_listeners();
 	/* Delivery workers are forked from here: none may carry a key. */
 	smtp_tls_forget(env.conf);
+	qcrypt_forget();
 	if (control_fd != -1) {
 		close(control_fd);
 		control_fd = -1;
@@ -683,12 +686,6 @@ raise_fd_limit(void)
 }
 
 static void
-report_unavailable(const char *line, void *arg)
-{
-	log_warnx("%s: %s", (const char *)arg, line);
-}
-
-static void
 add_macro(struct macro **macros, size_t *n, char *arg)
 {
 	char	*eq = strchr(arg, '=');
@@ -759,18 +756,14 @@ main(int argc, char *argv[])
 		/* -n -v: the same configuration in the current grammar. */
 		if (verbose)
 			config_print(stdout, env.conf);
-		if (config_unavailable(env.conf, report_unavailable, "note") &&
-		    !verbose)
-			log_warnx("smtpd: the daemon will not start until these "
-			    "features are available or removed");
+		if (queue_key_check(env.conf) == -1)
+			exit(1);
 		printf("configuration OK\n");
 		exit(0);
 	}
-	if (config_unavailable(env.conf, report_unavailable, "error")) {
-		log_warnx("smtpd: not starting: the configuration uses "
-		    "features this build does not have yet");
+	/* Before daemon(3) takes standard input away; no role exists yet. */
+	if (queue_key_setup(env.conf) == -1)
 		exit(1);
-	}
 	env.conffile = conffile;
 	env.privileged = geteuid() == 0;
 	if (msd_strlcpy(env.spool, spool, sizeof(env.spool)) >=

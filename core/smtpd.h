@@ -422,7 +422,11 @@ struct config {
 	/* queue */
 	int			 queue_compression;
 	int			 queue_encryption;
-	char			*queue_key;	/* NULL: ask at start */
+	/* What `smtpd -n -v` prints for a key; refused at start. */
+#define QUEUE_KEY_HIDDEN	"(key not shown)"
+	char			*queue_key;	/* NULL: ask; "stdin"; the key */
+	char			*queue_key_file;	/* `queue encryption` */
+	int			 queue_key_line;
 	uint32_t		 queue_ttl;	/* seconds */
 	/* bounce / mta */
 	uint32_t		 warn_interval[MAX_WARN_INTERVALS];
@@ -471,13 +475,6 @@ void		 config_free(struct config *);
 struct table	*config_table(struct config *, const char *name);
 struct action	*config_action(struct config *, const char *name);
 struct wrapper	*config_wrapper_find(const struct config *, const char *name);
-/*
- * Features the file uses that this build cannot run yet: one line each,
- * "file:line: FEATURE is not available yet", written through report().
- * Returns how many; the daemon refuses to start when there are any.
- */
-size_t		 config_unavailable(const struct config *,
-		    void (*report)(const char *line, void *), void *arg);
 
 /* config_print.c: the model in the current grammar; loads to the same. */
 void		 config_print(FILE *, const struct config *);
@@ -1273,6 +1270,12 @@ int	queue_backend_init(const char *name);
 int	queue_message_create(uint32_t *msgid, int *fd);
 int	queue_message_commit(uint32_t msgid);
 int	queue_message_delete(uint32_t msgid);
+/*
+ * The message as plaintext, a regular file at offset 0.  -1: the module
+ * cannot open it; QUEUE_UNREADABLE: it is there but cannot be decoded
+ * (wrong key, corrupt: logged), so it must be kept, never given up.
+ */
+#define QUEUE_UNREADABLE	(-2)
 int	queue_message_fd_r(uint32_t msgid);
 int	queue_envelope_create(struct envelope *);	/* sets ev->id */
 int	queue_envelope_delete(uint64_t evpid);
@@ -1280,6 +1283,35 @@ int	queue_envelope_update(const struct envelope *);
 int	queue_flush(void);
 /* Calls cb for each committed envelope; removes orphans. */
 int	queue_load(void (*cb)(struct envelope *));
+/*
+ * queue_crypt.c: the stored form of queue files under `queue compression`
+ * and `queue encryption` (a header says how each file is stored).  The
+ * pack functions write the current setting's form; unpack reads any form
+ * this process may trust.  Both return 0, or -1 with err set; output of
+ * a failed unpack must be discarded.  Buffers come back NUL-terminated.
+ */
+#define QCRYPT_KEY_LEN		32
+int	qcrypt_set_key(const char *key, size_t len);	/* -1: not 32 bytes */
+void	qcrypt_set_compress(int on);
+void	qcrypt_forget(void);		/* wipes the key (non-queue roles) */
+int	qcrypt_active(void);		/* new files are packed */
+int	qcrypt_encrypting(void);
+int	qcrypt_is_packed(const void *head, size_t len);
+int	qcrypt_pack_fd(int in, int out, char *err, size_t errlen);
+int	qcrypt_unpack_fd(int in, int out, char *err, size_t errlen);
+int	qcrypt_pack_buf(const void *in, size_t len, char **out, size_t *outlen,
+	    char *err, size_t errlen);
+int	qcrypt_unpack_buf(const void *in, size_t len, char **out,
+	    size_t *outlen, char *err, size_t errlen);
+
+/*
+ * queue_key.c (parent, at start): takes the `queue encryption` key from
+ * the configuration, standard input or the terminal, hands it to
+ * queue_crypt.c and wipes every other copy.  -1: logged, do not start.
+ */
+int	queue_key_setup(struct config *);
+int	queue_key_check(const struct config *);	/* for smtpd -n */
+
 /* queue.c: seconds an envelope for that action may wait (`ttl`, `queue ttl`). */
 uint32_t queue_ttl(const char *action);
 

@@ -8,7 +8,7 @@ MSD_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 MSD_BUILD_DEPS=(build-essential autoconf automake libtool libltdl-dev pkg-config
 	libevent-dev libtls-dev libjansson-dev libsqlite3-dev libssl-dev libdb-dev
-	libcrypt-dev libc-ares-dev libpam0g-dev)
+	libcrypt-dev libc-ares-dev libpam0g-dev zlib1g-dev)
 # postfix is only here for smtp-source (bench/ and the load tests); it is
 # installed with debconf "No configuration" and never started.  The
 # opensmtpd-filter-* packages and rspamd are the third-party filters of

@@ -8,8 +8,8 @@
  * or, through an absolute name, whatever the sandbox of tests/fuzz/run
  * leaves reachable.  Built and run by tests/fuzz/run; see README.md there.
  *
- * FUZZ_CONFIG_PRINT and FUZZ_CONFIG_UNAVAILABLE are defined by the run
- * script when the tree has config_print() and config_unavailable().
+ * FUZZ_CONFIG_PRINT is defined by the run script when the tree has
+ * config_print().
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -112,22 +112,10 @@ fuzz_write_conf(const uint8_t *data, size_t size)
 		fuzz_die(fuzz_conf);
 }
 
-#ifdef FUZZ_CONFIG_UNAVAILABLE
-static void
-fuzz_ignore_line(const char *line, void *arg)
-{
-	(void)line;
-	(void)arg;
-}
-#endif
-
 /* What the daemon does with a loaded model, short of opening tables. */
 static void
 fuzz_use_config(const struct config *conf)
 {
-#ifdef FUZZ_CONFIG_UNAVAILABLE
-	config_unavailable(conf, fuzz_ignore_line, NULL);
-#endif
 #ifdef FUZZ_CONFIG_PRINT
 	config_print(fuzz_null, conf);
 	fflush(fuzz_null);

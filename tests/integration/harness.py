@@ -454,7 +454,9 @@ class Daemon:
         env["MODSMTPD_MODULE_PATH"] = module_path()
         return env
 
-    def start(self, timeout=30):
+    def start(self, timeout=30, stdin=None):
+        """Starts smtpd -d and waits for its banner; stdin: bytes for its
+        standard input (closed after them), else /dev/null."""
         if not os.path.exists(SMTPD):
             raise AssertionError("no daemon binary at %s (build it first)" % SMTPD)
         self.log_offset = os.path.getsize(self.log) if os.path.exists(self.log) else 0
@@ -462,9 +464,16 @@ class Daemon:
         cmd = [SMTPD, "-d", "-f", self.conf, "-s", self.spool] + self.args
         logf.write(("### harness: %s\n" % " ".join(cmd)).encode())
         logf.flush()
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf,
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL if stdin is None
+                                     else subprocess.PIPE, stdout=logf,
                                      stderr=logf, env=self.env(), start_new_session=True)
         logf.close()
+        if stdin is not None:
+            try:
+                self.proc.stdin.write(stdin)
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
         with open(self.log, "ab") as logf:
             logf.write(("### harness: pid %d\n" % self.proc.pid).encode())
         self.known = {}

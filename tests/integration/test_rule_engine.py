@@ -93,23 +93,6 @@ def smtpd(*args):
                           stderr=subprocess.PIPE, env=env, timeout=30)
 
 
-def test_unavailable_refuses_start():
-    """`queue compression` parses (-n: valid) but the daemon refuses to start, saying so"""
-    tmp = tempfile.mkdtemp(prefix="msd-engine-")
-    conf = os.path.join(tmp, "smtpd.conf")
-    with open(conf, "w") as f:
-        f.write('queue compression\nlisten on 127.0.0.1 port %d\n'
-                'action "out" relay\n'
-                'match from any for any action "out"\n' % h.free_port())
-    p = smtpd("-n", "-f", conf)
-    assert p.returncode == 0 and b"configuration OK" in p.stdout, \
-        "-n on a valid file: %s %r" % (p.returncode, p.stderr)
-    p = smtpd("-d", "-f", conf, "-s", os.path.join(tmp, "spool"))
-    err = p.stderr.decode()
-    assert p.returncode == 1, "started with an unavailable feature: %s" % err
-    assert "queue compression is not available yet" in err, err
-
-
 LEGACY = """\
 table aliases { root = admin }
 listen on 127.0.0.1 port 2599
@@ -149,4 +132,4 @@ def test_legacy_translation():
 
 if __name__ == "__main__":
     h.run_checks([test_match_options, test_format_path_strip,
-                  test_unavailable_refuses_start, test_legacy_translation])
+                  test_legacy_translation])
