@@ -24,19 +24,8 @@ chmod 0755 "$dir"
 install -m 0755 "$MSD_ROOT/examples/filter-stdio.py" "$dir/filter-stdio.py"
 filter=${FILTER_CMD:-$PYTHON $dir/filter-stdio.py}
 
-run() {
-	local label=$1 out
-	shift
-	if ! out=$(env "$@" bash "$MSD_ROOT/bench/throughput.sh" 2>&1); then
-		printf '%s\n' "$out" >&2
-		msd_die "$label run failed"
-	fi
-	printf '%s\n' "$out" | sed "s/^/$label: /" >&2
-	printf '%s\n' "$out" | sed -n 's/^json: //p'
-}
-
-plain=$(run "no filter" FILTER=)
-filtered=$(run "filter" FILTER="$filter")
+plain=$(msd_bench_run "no filter" FILTER=)
+filtered=$(msd_bench_run "filter" FILTER="$filter")
 
 python3 - "$plain" "$filtered" "$filter" <<'EOF'
 import json, sys

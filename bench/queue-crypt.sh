@@ -14,21 +14,10 @@ set -euo pipefail
 # A fixed test key: the bench measures the cipher, not key handling.
 KEY=0123456789abcdef0123456789abcdef
 
-run() {
-	local label=$1 out
-	shift
-	if ! out=$(env "$@" bash "$MSD_ROOT/bench/throughput.sh" 2>&1); then
-		printf '%s\n' "$out" >&2
-		msd_die "$label run failed"
-	fi
-	printf '%s\n' "$out" | sed "s/^/$label: /" >&2
-	printf '%s\n' "$out" | sed -n 's/^json: //p'
-}
-
-plain=$(run "neither" QUEUE_CONF=)
-zlib=$(run "compression" QUEUE_CONF="queue compression")
-aes=$(run "encryption" QUEUE_CONF="queue encryption $KEY")
-both=$(run "both" QUEUE_CONF="$(printf 'queue compression\nqueue encryption %s' "$KEY")")
+plain=$(msd_bench_run "neither" QUEUE_CONF=)
+zlib=$(msd_bench_run "compression" QUEUE_CONF="queue compression")
+aes=$(msd_bench_run "encryption" QUEUE_CONF="queue encryption $KEY")
+both=$(msd_bench_run "both" QUEUE_CONF="$(printf 'queue compression\nqueue encryption %s' "$KEY")")
 
 python3 - "$plain" "$zlib" "$aes" "$both" <<'PY'
 import json, sys

@@ -162,3 +162,16 @@ msd_module_dir() {
 	done
 	echo "$stage"
 }
+
+# bench: one throughput.sh run with VAR=value settings; its output goes to
+# stderr prefixed with LABEL, its json: line to stdout.
+msd_bench_run() { # LABEL VAR=value...
+	local label=$1 out
+	shift
+	if ! out=$(env "$@" bash "$MSD_ROOT/bench/throughput.sh" 2>&1); then
+		printf '%s\n' "$out" >&2
+		msd_die "$label run failed"
+	fi
+	printf '%s\n' "$out" | sed "s/^/$label: /" >&2
+	printf '%s\n' "$out" | sed -n 's/^json: //p'
+}
