@@ -607,9 +607,7 @@ local_addr_for(const struct sockaddr_storage *dst, char *buf, size_t len)
 
 	if ((fd = socket(dst->ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0)) == -1)
 		return 0;
-	if (connect(fd, (const struct sockaddr *)dst,
-	    dst->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
-	    sizeof(struct sockaddr_in)) == 0 &&
+	if (connect(fd, (const struct sockaddr *)dst, ss_len(dst)) == 0 &&
 	    getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
 		msd_strlcpy(buf, ss_to_text(&ss), len);
 		ok = 1;
@@ -813,9 +811,7 @@ dns_ptr_request(struct ipc_msg *m)
 		ptr_answer(p, NULL, 0);
 		return;
 	}
-	ares_getnameinfo(channel, (struct sockaddr *)&p->ss,
-	    p->ss.ss_family == AF_INET ? sizeof(struct sockaddr_in) :
-	    sizeof(struct sockaddr_in6), ARES_NI_NAMEREQD | ARES_NI_LOOKUPHOST,
-	    on_ptr, p);
+	ares_getnameinfo(channel, (struct sockaddr *)&p->ss, ss_len(&p->ss),
+	    ARES_NI_NAMEREQD | ARES_NI_LOOKUPHOST, on_ptr, p);
 	dns_arm_timer();
 }

@@ -302,9 +302,7 @@ sess_bind(struct mta_sess_state *st, int fd)
 #else
 	(void)one;
 #endif
-	return bind(fd, (const struct sockaddr *)ss,
-	    ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
-	    sizeof(struct sockaddr_in));
+	return bind(fd, (const struct sockaddr *)ss, ss_len(ss));
 }
 
 static void
@@ -312,7 +310,6 @@ sess_connect(struct mta_sess_state *st)
 {
 	const struct mta_host	*h = &st->r->hosts[st->host];
 	struct timeval		 tv = { MTA_CONNECT_TIMEOUT, 0 };
-	socklen_t		 len;
 	int			 fd, one = 1;
 
 	snprintf(st->relay, sizeof(st->relay), "%s [%s]", h->name,
@@ -350,10 +347,8 @@ sess_connect(struct mta_sess_state *st)
 		fatalx("mta: bufferevent_socket_new");
 	sess_bev_setup(st);
 	bufferevent_set_timeouts(st->bev, &tv, &tv);
-	len = h->ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
-	    sizeof(struct sockaddr_in);
 	if (bufferevent_socket_connect(st->bev, (struct sockaddr *)&h->ss,
-	    len) == -1)
+	    ss_len(&h->ss)) == -1)
 		host_failed(st, "connect: %s", strerror(errno));
 }
 

@@ -1545,13 +1545,6 @@ addr_push(struct addrvec *v, const struct sockaddr *sa, size_t len)
 	v->n++;
 }
 
-static socklen_t
-ss_len(const struct sockaddr_storage *ss)
-{
-	return ss->ss_family == AF_INET ? sizeof(struct sockaddr_in) :
-	    sizeof(struct sockaddr_in6);
-}
-
 static int
 family_ok(int af, int family)
 {

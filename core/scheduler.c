@@ -68,6 +68,7 @@ static struct sched_list waiting = TAILQ_HEAD_INITIALIZER(waiting);
 static struct sched_ev	*inflight[SCHED_HASH];
 static struct msgref	*msgrefs[SCHED_HASH];
 static struct sched_hold *holds[HOLD_HASH];
+static size_t		 nholds;	/* routes holding envelopes */
 static size_t		 ninflight, ninflight_relay;
 static struct event	*timer;
 static struct event	*kick;
@@ -194,19 +195,6 @@ route_key(const struct envelope *ev, char *buf, size_t len)
 	lowercase(buf);
 }
 
-/* Same message, same route: one transaction for the smtp role. */
-static int
-same_route(const struct sched_ev *a, const struct sched_ev *b)
-{
-	char	 ka[HOLD_KEY_MAX], kb[HOLD_KEY_MAX];
-
-	if (a->ev.msgid != b->ev.msgid)
-		return 0;
-	route_key(&a->ev, ka, sizeof(ka));
-	route_key(&b->ev, kb, sizeof(kb));
-	return strcmp(ka, kb) == 0;
-}
-
 /* ------------------------------------------------------ max-deferred */
 
 static uint32_t
@@ -235,6 +223,7 @@ hold_find(const char *key, int create)
 	TAILQ_INIT(&hd->evs);
 	hd->next = holds[i];
 	holds[i] = hd;
+	nholds++;
 	return hd;
 }
 
@@ -253,6 +242,7 @@ hold_drop(struct sched_ev *s)
 		;
 	*p = hd->next;
 	free(hd);
+	nholds--;
 }
 
 /* A waiting envelope of a route that is down, while there is room. */
@@ -282,6 +272,8 @@ hold_release(const struct envelope *ev)
 	char			 key[HOLD_KEY_MAX];
 	size_t			 n, i;
 
+	if (nholds == 0)
+		return;		/* the common case: no route was down */
 	route_key(ev, key, sizeof(key));
 	if ((hd = hold_find(key, 0)) == NULL)
 		return;
@@ -303,17 +295,20 @@ dispatch_relay(struct sched_ev *s, int fd)
 	struct sched_ev	*batch[SCHED_RELAY_BATCH], *n, *next;
 	struct ipc_out	*o;
 	size_t		 nb = 0, i;
-	char		*json;
+	char		*json, key[HOLD_KEY_MAX], nkey[HOLD_KEY_MAX];
 
 	/*
-	 * A message's envelopes are queued one after the other: look along
+	 * Same message, same route: one transaction for the smtp role.  A
+	 * message's envelopes are queued one after the other: look along
 	 * that run only, never through the whole ready list per message.
 	 */
 	batch[nb++] = s;
+	route_key(&s->ev, key, sizeof(key));
 	for (n = TAILQ_FIRST(&ready_relay); n && nb < SCHED_RELAY_BATCH &&
 	    n->ev.msgid == s->ev.msgid; n = next) {
 		next = TAILQ_NEXT(n, entry);
-		if (same_route(s, n)) {
+		route_key(&n->ev, nkey, sizeof(nkey));
+		if (strcmp(key, nkey) == 0) {
 			TAILQ_REMOVE(&ready_relay, n, entry);
 			batch[nb++] = n;
 		}

@@ -710,6 +710,7 @@ int	 xasprintf(char **, const char *, ...) __attribute__((format(printf, 2, 3)))
 size_t	 msd_strlcpy(char *, const char *, size_t);
 size_t	 msd_strlcat(char *, const char *, size_t);
 const char *ss_to_text(const struct sockaddr_storage *);
+socklen_t ss_len(const struct sockaddr_storage *);
 int	 ss_is_loopback(const struct sockaddr_storage *);
 /* 1 if s is an IPv4 or IPv6 literal (v6 may carry %scope), port 0. */
 int	 addr_literal(const char *s, struct sockaddr_storage *);

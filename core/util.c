@@ -158,6 +158,14 @@ addr_literal(const char *s, struct sockaddr_storage *ss)
 	return 1;
 }
 
+/* The length connect(2)/bind(2) want for an AF_INET or AF_INET6 address. */
+socklen_t
+ss_len(const struct sockaddr_storage *ss)
+{
+	return ss->ss_family == AF_INET ? sizeof(struct sockaddr_in) :
+	    sizeof(struct sockaddr_in6);
+}
+
 int
 ss_is_loopback(const struct sockaddr_storage *ss)
 {
